@@ -1,0 +1,240 @@
+//! The bounded, prioritised outbound queue of one connection, and coalescing of queued
+//! messages into frames.
+//!
+//! Three classes leave in strict order inside every frame: control (pings, pongs, acks,
+//! requests, goodbye), then data (everything else up to the chunk size), then chunks of large
+//! messages. A frame is filled with as many messages as fit, so many small messages share one
+//! encryption and one packet, and a Pong queued behind an 8 MiB block leaves in the very next
+//! frame.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::chunk::OutboundChunks;
+use crate::message::{Message, MessageKind, Priority};
+
+/// Why a message could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueFull {
+    Bytes,
+    Messages,
+}
+
+/// Limits of the queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimits {
+    pub max_bytes: usize,
+    pub max_messages: usize,
+    pub chunk_len: usize,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct OutboundQueue {
+    control: VecDeque<(Message, usize)>,
+    data: VecDeque<(Message, usize)>,
+    bulk: VecDeque<OutboundChunks>,
+    /// Encoded bytes queued (chunk headers excluded).
+    bytes: usize,
+    messages: usize,
+    /// Encoded bytes of queued replies (Pong, Response, NotFound, Peers, Ack): work the peer
+    /// asked of us. Used for inbound back-pressure.
+    reply_bytes: usize,
+    next_chunked_id: u64,
+}
+
+/// Whether a kind answers something the peer sent.
+pub(crate) fn is_reply(kind: MessageKind) -> bool {
+    matches!(
+        kind,
+        MessageKind::Pong
+            | MessageKind::Response
+            | MessageKind::NotFound
+            | MessageKind::Peers
+            | MessageKind::Ack
+    )
+}
+
+impl OutboundQueue {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn messages(&self) -> usize {
+        self.messages
+    }
+
+    pub(crate) fn reply_bytes(&self) -> usize {
+        self.reply_bytes
+    }
+
+    /// Queues `msg` whose encoding is `len` bytes.
+    pub(crate) fn push(
+        &mut self,
+        msg: Message,
+        len: usize,
+        limits: &QueueLimits,
+    ) -> Result<(), QueueFull> {
+        if self.messages >= limits.max_messages {
+            return Err(QueueFull::Messages);
+        }
+        if self.bytes + len > limits.max_bytes {
+            return Err(QueueFull::Bytes);
+        }
+        self.bytes += len;
+        self.messages += 1;
+        let reply = is_reply(msg.kind());
+        if reply {
+            self.reply_bytes += len;
+        }
+        if len > limits.chunk_len {
+            // Large: encode once now, cut into chunks as frames have room. Replies sent as
+            // chunks stop counting as reply backlog here; their bytes are in `bytes`.
+            if reply {
+                self.reply_bytes -= len;
+            }
+            let id = self.next_chunked_id;
+            self.next_chunked_id = self.next_chunked_id.wrapping_add(1);
+            self.bulk.push_back(OutboundChunks::new(
+                id,
+                Bytes::from(msg.to_bytes()),
+                limits.chunk_len,
+            ));
+        } else {
+            match msg.kind().priority() {
+                Priority::Control => self.control.push_back((msg, len)),
+                Priority::Data => self.data.push_back((msg, len)),
+            }
+        }
+        Ok(())
+    }
+
+    fn take_small(&mut self, len: usize, kind: MessageKind) {
+        self.bytes -= len;
+        self.messages -= 1;
+        if is_reply(kind) {
+            self.reply_bytes -= len;
+        }
+    }
+
+    /// Appends messages to `frame` (a frame's plaintext) while they fit in `max` bytes.
+    /// Returns the number of whole messages completed (a message sent as chunks counts when
+    /// its last chunk is framed).
+    pub(crate) fn fill_frame(&mut self, frame: &mut Vec<u8>, max: usize) -> u64 {
+        let mut completed = 0;
+        for class in 0..2 {
+            loop {
+                let q = if class == 0 {
+                    &mut self.control
+                } else {
+                    &mut self.data
+                };
+                let Some((_, len)) = q.front() else { break };
+                let len = *len;
+                if frame.len() + len > max {
+                    // Keep order within a class: the rest waits for the next frame.
+                    return completed;
+                }
+                let (msg, _) = q.pop_front().expect("front exists");
+                msg.encode(frame);
+                self.take_small(len, msg.kind());
+                completed += 1;
+            }
+        }
+        while let Some(large) = self.bulk.front_mut() {
+            let Some(chunk) = large.peek() else {
+                self.bulk.pop_front();
+                continue;
+            };
+            let data_len = chunk.data.len();
+            let msg = Message::Chunk(chunk);
+            if frame.len() + msg.encoded_len() > max {
+                break;
+            }
+            msg.encode(frame);
+            large.advance();
+            self.bytes -= data_len;
+            if large.is_done() {
+                self.bulk.pop_front();
+                self.messages -= 1;
+                completed += 1;
+            }
+        }
+        completed
+    }
+
+    /// Drops everything queued; returns how many messages were dropped.
+    pub(crate) fn clear(&mut self) -> u64 {
+        let n = self.messages as u64;
+        *self = OutboundQueue {
+            next_chunked_id: self.next_chunked_id,
+            ..Default::default()
+        };
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: QueueLimits = QueueLimits {
+        max_bytes: 100_000,
+        max_messages: 10,
+        chunk_len: 1000,
+    };
+
+    fn tx(n: usize) -> Message {
+        Message::Transaction {
+            data: Bytes::from(vec![1; n]),
+        }
+    }
+
+    #[test]
+    fn control_overtakes_data_and_chunks_come_last() {
+        let mut q = OutboundQueue::default();
+        for m in [tx(5000), tx(10), Message::Ping { nonce: 1 }] {
+            let len = m.encoded_len();
+            q.push(m, len, &LIMITS).unwrap();
+        }
+        let mut frame = Vec::new();
+        let done = q.fill_frame(&mut frame, 1020);
+        assert_eq!(done, 2);
+        let frame = Bytes::from(frame);
+        let msgs = crate::message::decode_frame_to_vec(&frame).unwrap();
+        assert_eq!(msgs[0].kind(), MessageKind::Ping);
+        assert_eq!(msgs[1].kind(), MessageKind::Transaction);
+        assert!(msgs.len() == 2, "the 1000-byte chunk does not fit the rest");
+        // The large message completes across later frames.
+        let mut total = 0;
+        while !q.is_empty() {
+            let mut f = Vec::new();
+            total += q.fill_frame(&mut f, 1020);
+            assert!(!f.is_empty());
+        }
+        assert_eq!(total, 1);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn bounds_are_enforced_and_reply_bytes_tracked() {
+        let mut q = OutboundQueue::default();
+        let m = tx(200_000);
+        let len = m.encoded_len();
+        assert_eq!(q.push(m, len, &LIMITS), Err(QueueFull::Bytes));
+        for i in 0..10 {
+            let m = Message::Pong { nonce: i };
+            let len = m.encoded_len();
+            q.push(m, len, &LIMITS).unwrap();
+        }
+        assert!(q.reply_bytes() > 0);
+        let m = Message::Ping { nonce: 0 };
+        assert_eq!(q.push(m, 2, &LIMITS), Err(QueueFull::Messages));
+        assert_eq!(q.clear(), 10);
+        assert_eq!((q.bytes(), q.reply_bytes(), q.messages()), (0, 0, 0));
+    }
+}
