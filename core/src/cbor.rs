@@ -258,7 +258,18 @@ mod tests {
 
     #[test]
     fn heads_are_shortest_and_checked() {
-        for v in [0u64, 23, 24, 255, 256, 65535, 65536, u32::MAX as u64, u32::MAX as u64 + 1, u64::MAX] {
+        for v in [
+            0u64,
+            23,
+            24,
+            255,
+            256,
+            65535,
+            65536,
+            u32::MAX as u64,
+            u32::MAX as u64 + 1,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_uint(&mut out, v);
             assert_eq!(out.len(), head_len(v));
@@ -278,10 +289,16 @@ mod tests {
     fn declared_lengths_are_checked_before_use() {
         // Array declaring 2^64-1 items.
         let b = Bytes::from_static(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-        assert!(matches!(Reader::new(&b).array(), Err(CborError::LengthBeyondInput { .. })));
+        assert!(matches!(
+            Reader::new(&b).array(),
+            Err(CborError::LengthBeyondInput { .. })
+        ));
         // Byte string declaring 4 GiB.
         let b = Bytes::from_static(&[0x5a, 0xff, 0xff, 0xff, 0xff, 1]);
-        assert!(matches!(Reader::new(&b).bytes(), Err(CborError::LengthBeyondInput { .. })));
+        assert!(matches!(
+            Reader::new(&b).bytes(),
+            Err(CborError::LengthBeyondInput { .. })
+        ));
     }
 
     #[test]

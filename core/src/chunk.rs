@@ -348,8 +348,14 @@ mod tests {
     #[test]
     fn declared_total_beyond_maximum_is_rejected_on_first_chunk() {
         let mut r = Reassembler::new();
-        let err = r.push(Timestamp::ZERO, &limits(), chunk(1, 0, 262_144, 1 << 32, 16384));
-        assert!(matches!(err, Err(ChunkError::TotalTooLarge { declared, .. }) if declared == 1 << 32));
+        let err = r.push(
+            Timestamp::ZERO,
+            &limits(),
+            chunk(1, 0, 262_144, 1 << 32, 16384),
+        );
+        assert!(
+            matches!(err, Err(ChunkError::TotalTooLarge { declared, .. }) if declared == 1 << 32)
+        );
         assert_eq!(r.buffered_bytes(), 0);
     }
 
@@ -358,7 +364,10 @@ mod tests {
         let l = limits();
         let mut r = Reassembler::new();
         for id in 0..4 {
-            assert_eq!(r.push(Timestamp::ZERO, &l, chunk(id, 0, 3, 30, 10)), Ok(None));
+            assert_eq!(
+                r.push(Timestamp::ZERO, &l, chunk(id, 0, 3, 30, 10)),
+                Ok(None)
+            );
         }
         assert_eq!(
             r.push(Timestamp::ZERO, &l, chunk(9, 0, 3, 30, 10)),
@@ -374,12 +383,21 @@ mod tests {
         );
         assert_eq!(
             r.push(Timestamp::ZERO, &l, chunk(2, 2, 3, 30, 10)),
-            Err(ChunkError::OutOfOrder { expected: 1, got: 2 })
+            Err(ChunkError::OutOfOrder {
+                expected: 1,
+                got: 2
+            })
         );
-        assert_eq!(r.push(Timestamp::ZERO, &l, chunk(3, 1, 3, 30, 10)), Ok(None));
+        assert_eq!(
+            r.push(Timestamp::ZERO, &l, chunk(3, 1, 3, 30, 10)),
+            Ok(None)
+        );
         assert_eq!(
             r.push(Timestamp::ZERO, &l, chunk(3, 2, 3, 30, 9)),
-            Err(ChunkError::WrongLength { expected: 10, got: 9 })
+            Err(ChunkError::WrongLength {
+                expected: 10,
+                got: 9
+            })
         );
         assert_eq!(r.partial_count(), 0);
         assert_eq!(r.buffered_bytes(), 0);
@@ -389,11 +407,15 @@ mod tests {
     fn a_stream_that_never_completes_times_out_and_frees_memory() {
         let l = limits();
         let mut r = Reassembler::new();
-        r.push(Timestamp::ZERO, &l, chunk(1, 0, 100, 1000, 10)).unwrap();
+        r.push(Timestamp::ZERO, &l, chunk(1, 0, 100, 1000, 10))
+            .unwrap();
         assert_eq!(r.buffered_bytes(), 10);
         assert_eq!(r.poll_timeout(), Some(Timestamp::from_secs(60)));
         assert_eq!(r.handle_timeout(Timestamp::from_secs(59)), Ok(()));
-        assert_eq!(r.handle_timeout(Timestamp::from_secs(60)), Err(ChunkError::Timeout(1)));
+        assert_eq!(
+            r.handle_timeout(Timestamp::from_secs(60)),
+            Err(ChunkError::Timeout(1))
+        );
         assert_eq!(r.buffered_bytes(), 0);
         assert_eq!(r.poll_timeout(), None);
     }

@@ -124,8 +124,7 @@ impl ConnectionConfig {
                 format!("{} is outside 512..={max_chunk}", self.chunk_size),
             ));
         }
-        if self.max_message_size < self.chunk_size || self.max_message_size > (u32::MAX as usize)
-        {
+        if self.max_message_size < self.chunk_size || self.max_message_size > (u32::MAX as usize) {
             return Err(ConfigError::new(
                 "max_message_size",
                 format!(
@@ -135,7 +134,10 @@ impl ConnectionConfig {
             ));
         }
         if self.max_partial_messages == 0 {
-            return Err(ConfigError::new("max_partial_messages", "must be at least 1"));
+            return Err(ConfigError::new(
+                "max_partial_messages",
+                "must be at least 1",
+            ));
         }
         if self.max_queued_bytes < self.max_message_size {
             return Err(ConfigError::new(
@@ -147,16 +149,28 @@ impl ConnectionConfig {
             ));
         }
         if self.max_queued_messages == 0 {
-            return Err(ConfigError::new("max_queued_messages", "must be at least 1"));
+            return Err(ConfigError::new(
+                "max_queued_messages",
+                "must be at least 1",
+            ));
         }
         if self.max_in_flight_bytes < 1024 {
-            return Err(ConfigError::new("max_in_flight_bytes", "must be at least 1024"));
+            return Err(ConfigError::new(
+                "max_in_flight_bytes",
+                "must be at least 1024",
+            ));
         }
         if self.max_transmit_bytes < 1024 {
-            return Err(ConfigError::new("max_transmit_bytes", "must be at least 1024"));
+            return Err(ConfigError::new(
+                "max_transmit_bytes",
+                "must be at least 1024",
+            ));
         }
         if self.reply_backlog_limit < 1024 {
-            return Err(ConfigError::new("reply_backlog_limit", "must be at least 1024"));
+            return Err(ConfigError::new(
+                "reply_backlog_limit",
+                "must be at least 1024",
+            ));
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::chunk::{ChunkError, ReassemblyLimits, Reassembler};
+use crate::chunk::{ChunkError, Reassembler, ReassemblyLimits};
 use crate::config::ConnectionConfig;
 use crate::frame::{FrameError, PacketDecoder, LEN_PREFIX, MAX_PACKET_LEN};
 use crate::handshake::{self, NoiseError, Role, HANDSHAKE_OVERHEAD, MAX_FRAME_PLAINTEXT, TAG_LEN};
@@ -551,11 +551,8 @@ impl Connection {
         ) {
             return Err(SendError::Closed);
         }
-        match msg.kind() {
-            k @ (MessageKind::Chunk | MessageKind::Goodbye) => {
-                return Err(SendError::ReservedKind(k))
-            }
-            _ => {}
+        if let k @ (MessageKind::Chunk | MessageKind::Goodbye) = msg.kind() {
+            return Err(SendError::ReservedKind(k));
         }
         msg.validate().map_err(SendError::InvalidField)?;
         self.enqueue(msg)
@@ -955,7 +952,10 @@ impl Connection {
             }
             return None;
         }
-        let window = self.config.max_in_flight_bytes.saturating_sub(self.in_flight);
+        let window = self
+            .config
+            .max_in_flight_bytes
+            .saturating_sub(self.in_flight);
         let budget = window.min(self.config.max_transmit_bytes);
         if budget == 0 {
             return None;
@@ -963,9 +963,20 @@ impl Connection {
         let estimate = (self.queue.bytes() + 64).min(budget + MAX_PACKET_LEN);
         let mut out = Vec::with_capacity(estimate + LEN_PREFIX + TAG_LEN);
         let mut completed = 0;
-        while out.len() < budget && !self.queue.is_empty() {
+        // Later frames shrink to fit the budget, so a Transmit exceeds it only by the first
+        // frame (which always goes: a chunk must be able to leave through a small window).
+        const MIN_FRAME: usize = 1024;
+        while !self.queue.is_empty() {
+            let room = budget.saturating_sub(out.len() + LEN_PREFIX + TAG_LEN);
+            let max_plain = if out.is_empty() {
+                MAX_FRAME_PLAINTEXT
+            } else if room >= MIN_FRAME {
+                room.min(MAX_FRAME_PLAINTEXT)
+            } else {
+                break;
+            };
             self.scratch.clear();
-            completed += self.queue.fill_frame(&mut self.scratch, MAX_FRAME_PLAINTEXT);
+            completed += self.queue.fill_frame(&mut self.scratch, max_plain);
             if self.scratch.is_empty() || !self.encrypt_scratch_into(&mut out) {
                 break;
             }

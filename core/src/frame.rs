@@ -187,7 +187,10 @@ mod tests {
     #[test]
     fn zero_length_prefix_is_rejected() {
         let mut dec = PacketDecoder::new(MAX_PACKET_LEN);
-        assert_eq!(decode_all(&mut dec, &[0, 0, 1]), Err(FrameError::ZeroLength));
+        assert_eq!(
+            decode_all(&mut dec, &[0, 0, 1]),
+            Err(FrameError::ZeroLength)
+        );
         let mut dec = PacketDecoder::new(MAX_PACKET_LEN);
         assert_eq!(decode_all(&mut dec, &[0]), Ok(vec![]));
         assert_eq!(decode_all(&mut dec, &[0]), Err(FrameError::ZeroLength));
@@ -210,7 +213,11 @@ mod tests {
         let mut input: &[u8] = &[0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
         assert!(dec.next_packet(&mut input).unwrap().is_none());
         assert!(dec.buffered_capacity() <= 12 + GROWTH_MARGIN);
-        assert!(dec.buffered_capacity() < 1024, "{}", dec.buffered_capacity());
+        assert!(
+            dec.buffered_capacity() < 1024,
+            "{}",
+            dec.buffered_capacity()
+        );
         // One byte at a time: capacity stays within the margin of what arrived.
         for i in 0..40_000usize {
             let b = [i as u8];

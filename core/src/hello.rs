@@ -17,7 +17,9 @@ pub const MAX_VERSIONS: usize = 16;
 pub const MAX_LISTEN_ADDRS: usize = 16;
 
 /// Feature bits a node advertises. Unknown bits are kept and ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Capabilities(pub u64);
 
 impl Capabilities {
@@ -128,7 +130,9 @@ impl Hello {
         }
         let network_id = r.text()?;
         if network_id.len() > MAX_NETWORK_ID_LEN {
-            return Err(DecodeError::OutOfRange { field: "network_id" });
+            return Err(DecodeError::OutOfRange {
+                field: "network_id",
+            });
         }
         let n = r.array()?;
         if n == 0 || n > MAX_VERSIONS {
@@ -144,13 +148,17 @@ impl Hello {
         let capabilities = Capabilities(r.uint()?);
         let n = r.array()?;
         if n > MAX_LISTEN_ADDRS {
-            return Err(DecodeError::OutOfRange { field: "listen_addrs" });
+            return Err(DecodeError::OutOfRange {
+                field: "listen_addrs",
+            });
         }
         let mut listen_addrs = Vec::with_capacity(n);
         for _ in 0..n {
             let a = read_addr(&mut r)?;
             if a.peer_id.is_some() {
-                return Err(DecodeError::OutOfRange { field: "listen_addrs" });
+                return Err(DecodeError::OutOfRange {
+                    field: "listen_addrs",
+                });
             }
             listen_addrs.push(a.socket);
         }
@@ -186,7 +194,10 @@ mod tests {
             network_id: "silver-mainnet".into(),
             versions: vec![1, 2],
             capabilities: Capabilities::ALL,
-            listen_addrs: vec!["127.0.0.1:9000".parse().unwrap(), "[::1]:9000".parse().unwrap()],
+            listen_addrs: vec![
+                "127.0.0.1:9000".parse().unwrap(),
+                "[::1]:9000".parse().unwrap(),
+            ],
             agent: "silver-p2p/0.1.0".into(),
         }
     }

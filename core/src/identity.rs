@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(text.len(), 64);
         assert_eq!(text.parse::<PeerId>().unwrap(), kp.peer_id());
         assert_eq!("abc".parse::<PeerId>(), Err(PeerIdParseError::Length(3)));
-        assert_eq!("zz".repeat(32).parse::<PeerId>(), Err(PeerIdParseError::NotHex));
+        assert_eq!(
+            "zz".repeat(32).parse::<PeerId>(),
+            Err(PeerIdParseError::NotHex)
+        );
     }
 
     #[test]

@@ -101,8 +101,8 @@ pub use addr::{PeerAddr, PeerAddrParseError};
 pub use cbor::CborError;
 pub use config::{ConfigError, ConnectionConfig};
 pub use connection::{
-    CloseReason, Connection, ConnectionEvent, ConnectionOutput, ConnectionState,
-    ConnectionStats, SendError, Violation,
+    CloseReason, Connection, ConnectionEvent, ConnectionOutput, ConnectionState, ConnectionStats,
+    SendError, Violation,
 };
 pub use handshake::{
     NoiseError, Role, HANDSHAKE_OVERHEAD, MAX_FRAME_PLAINTEXT, MAX_NOISE_MESSAGE, NOISE_PARAMS,

@@ -400,7 +400,11 @@ pub(crate) fn read_addr(r: &mut Reader<'_>) -> Result<PeerAddr, DecodeError> {
             o.copy_from_slice(ip);
             IpAddr::V6(Ipv6Addr::from(o))
         }
-        _ => return Err(DecodeError::OutOfRange { field: "address.ip" }),
+        _ => {
+            return Err(DecodeError::OutOfRange {
+                field: "address.ip",
+            })
+        }
     };
     let port = u16::try_from(r.uint()?).map_err(|_| DecodeError::OutOfRange {
         field: "address.port",
@@ -408,9 +412,11 @@ pub(crate) fn read_addr(r: &mut Reader<'_>) -> Result<PeerAddr, DecodeError> {
     let peer_id = if r.null() {
         None
     } else {
-        Some(PeerId::from_slice(r.bytes_ref()?).ok_or(DecodeError::OutOfRange {
-            field: "address.peer_id",
-        })?)
+        Some(
+            PeerId::from_slice(r.bytes_ref()?).ok_or(DecodeError::OutOfRange {
+                field: "address.peer_id",
+            })?,
+        )
     };
     Ok(PeerAddr {
         peer_id,
@@ -476,10 +482,13 @@ impl Message {
                 head_len(addrs.len() as u64) + addrs.iter().map(addr_len).sum::<usize>()
             }
             Message::Transaction { data } | Message::Block { data } => string_len(data.len()),
-            Message::GetBlock { request_id, hash } | Message::GetTransaction { request_id, hash } => {
+            Message::GetBlock { request_id, hash }
+            | Message::GetTransaction { request_id, hash } => {
                 head_len(*request_id) + string_len(hash.len())
             }
-            Message::Response { request_id, data } => head_len(*request_id) + string_len(data.len()),
+            Message::Response { request_id, data } => {
+                head_len(*request_id) + string_len(data.len())
+            }
             Message::NotFound { request_id } => head_len(*request_id),
             Message::Request {
                 request_id,
@@ -524,7 +533,8 @@ impl Message {
                 }
             }
             Message::Transaction { data } | Message::Block { data } => put_bytes(out, data),
-            Message::GetBlock { request_id, hash } | Message::GetTransaction { request_id, hash } => {
+            Message::GetBlock { request_id, hash }
+            | Message::GetTransaction { request_id, hash } => {
                 put_uint(out, *request_id);
                 put_bytes(out, hash);
             }
@@ -685,10 +695,7 @@ impl Message {
 
 /// Decodes every message in a frame, in order, calling `f` for each. Stops at the first
 /// invalid message and returns its error; messages before it were already handed to `f`.
-pub fn decode_frame(
-    frame: &Bytes,
-    mut f: impl FnMut(Message),
-) -> Result<usize, DecodeError> {
+pub fn decode_frame(frame: &Bytes, mut f: impl FnMut(Message)) -> Result<usize, DecodeError> {
     let mut r = Reader::new(frame);
     if r.is_empty() {
         return Err(DecodeError::EmptyFrame);
@@ -766,15 +773,22 @@ pub(crate) mod testing {
             }),
             any::<u64>().prop_map(|message_id| Message::Ack { message_id }),
             (any::<u32>(), payload(300)).prop_map(|(kind, data)| Message::App { kind, data }),
-            (any::<u64>(), any::<u32>(), any::<u32>(), any::<u64>(), payload(300)).prop_map(
-                |(message_id, index, count, total_len, data)| Message::Chunk(Chunk {
-                    message_id,
-                    index,
-                    count,
-                    total_len,
-                    data
-                })
-            ),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u64>(),
+                payload(300)
+            )
+                .prop_map(
+                    |(message_id, index, count, total_len, data)| Message::Chunk(Chunk {
+                        message_id,
+                        index,
+                        count,
+                        total_len,
+                        data
+                    })
+                ),
             (any::<u16>(), "[a-z ]{0,40}").prop_map(|(code, detail)| Message::Goodbye {
                 reason: GoodbyeReason::from_code(code),
                 detail
@@ -834,11 +848,17 @@ mod tests {
         let b = Bytes::from_static(&[0x83, 0x00, 0x01, 0x02]);
         assert!(matches!(
             decode_frame_to_vec(&b),
-            Err(DecodeError::WrongArity { kind: MessageKind::Ping, .. })
+            Err(DecodeError::WrongArity {
+                kind: MessageKind::Ping,
+                ..
+            })
         ));
         let b = Bytes::from_static(&[0x81, 0x18, 99]);
         assert_eq!(decode_frame_to_vec(&b), Err(DecodeError::UnknownKind(99)));
-        assert_eq!(decode_frame_to_vec(&Bytes::new()), Err(DecodeError::EmptyFrame));
+        assert_eq!(
+            decode_frame_to_vec(&Bytes::new()),
+            Err(DecodeError::EmptyFrame)
+        );
     }
 
     proptest! {
