@@ -22,7 +22,12 @@ fn pump(from: &mut Node, to: &mut Node, now: Timestamp) -> bool {
         any = true;
         match out {
             ConnectionOutput::Transmit(bytes) => {
-                println!("  {} -> {}: {} bytes on the wire", from.name, to.name, bytes.len());
+                println!(
+                    "  {} -> {}: {} bytes on the wire",
+                    from.name,
+                    to.name,
+                    bytes.len()
+                );
                 from.conn.handle_written(now, bytes.len());
                 to.conn.handle_bytes(now, &bytes);
             }
@@ -91,7 +96,15 @@ fn main() {
     };
     let mut bob = Node {
         name: "bob",
-        conn: Connection::new(Role::Responder, config, hello("bob/0.1"), &key_b, None, [4; 32], now),
+        conn: Connection::new(
+            Role::Responder,
+            config,
+            hello("bob/0.1"),
+            &key_b,
+            None,
+            [4; 32],
+            now,
+        ),
     };
 
     println!("\n== handshake (Noise XX, Hellos in messages 2 and 3)");

@@ -11,17 +11,18 @@ use crate::handshake::MAX_FRAME_PLAINTEXT;
 pub struct ConnectionConfig {
     /// Time from creating the connection to completing the handshake. Incoming bytes do not
     /// extend it. Default 10 s.
-    #[serde(with = "crate::config::duration_ms")]
+    #[serde(with = "crate::config::duration_ms", rename = "handshake_timeout_ms")]
     pub handshake_timeout: Duration,
     /// Interval between keepalive Pings once connected. Default 30 s.
-    #[serde(with = "crate::config::duration_ms")]
+    #[serde(with = "crate::config::duration_ms", rename = "ping_interval_ms")]
     pub ping_interval: Duration,
     /// A connected peer that sends nothing at all for this long is closed. Must exceed
     /// `ping_interval` (an honest peer answers every Ping). Default 90 s.
-    #[serde(with = "crate::config::duration_ms")]
+    #[serde(with = "crate::config::duration_ms", rename = "idle_timeout_ms")]
     pub idle_timeout: Duration,
-    /// Largest Hello payload accepted in the handshake; before authentication no packet may
-    /// be larger than this plus the Noise overhead. Default 2048 bytes.
+    /// Bound on handshake packets before authentication: no packet may be larger than this
+    /// plus the Noise overhead (96 bytes), which bounds the peer's Hello. At least 1024 (the
+    /// largest valid Hello is 576 bytes). Default 2048 bytes.
     pub max_hello_size: usize,
     /// Largest encoded message, chunked or not, in either direction. Default 8 MiB.
     pub max_message_size: usize,
@@ -31,7 +32,7 @@ pub struct ConnectionConfig {
     /// Most chunked messages a peer may have partially sent at once. Default 4.
     pub max_partial_messages: usize,
     /// Time from a chunked message's first chunk to its last. Default 120 s.
-    #[serde(with = "crate::config::duration_ms")]
+    #[serde(with = "crate::config::duration_ms", rename = "reassembly_timeout_ms")]
     pub reassembly_timeout: Duration,
     /// Encoded bytes that may wait in the outbound queue; `send` fails with `QueueFull`
     /// beyond it. At least `max_message_size`. Default 16 MiB.
@@ -99,22 +100,22 @@ impl ConnectionConfig {
                 Ok(())
             }
         };
-        nonzero("handshake_timeout", self.handshake_timeout)?;
-        nonzero("ping_interval", self.ping_interval)?;
-        nonzero("reassembly_timeout", self.reassembly_timeout)?;
+        nonzero("handshake_timeout_ms", self.handshake_timeout)?;
+        nonzero("ping_interval_ms", self.ping_interval)?;
+        nonzero("reassembly_timeout_ms", self.reassembly_timeout)?;
         if self.idle_timeout <= self.ping_interval {
             return Err(ConfigError::new(
-                "idle_timeout",
+                "idle_timeout_ms",
                 format!(
                     "idle_timeout ({:?}) must exceed ping_interval ({:?})",
                     self.idle_timeout, self.ping_interval
                 ),
             ));
         }
-        if !(256..=16_384).contains(&self.max_hello_size) {
+        if !(1024..=16_384).contains(&self.max_hello_size) {
             return Err(ConfigError::new(
                 "max_hello_size",
-                format!("{} is outside 256..=16384", self.max_hello_size),
+                format!("{} is outside 1024..=16384", self.max_hello_size),
             ));
         }
         let max_chunk = MAX_FRAME_PLAINTEXT - 64;
@@ -176,7 +177,7 @@ impl ConnectionConfig {
     }
 }
 
-/// Serde helper: durations as whole milliseconds (`ping_interval = 30000`).
+/// Serde helper: durations as whole milliseconds (`ping_interval_ms = 30000`).
 pub(crate) mod duration_ms {
     use std::time::Duration;
 
@@ -206,7 +207,7 @@ mod tests {
             ..Default::default()
         };
         let e = c.validate().unwrap_err();
-        assert_eq!(e.field, "idle_timeout");
+        assert_eq!(e.field, "idle_timeout_ms");
         assert!(e.to_string().contains("must exceed ping_interval"), "{e}");
         let c = ConnectionConfig {
             chunk_size: 70_000,

@@ -62,9 +62,6 @@ pub enum Violation {
     /// A message larger than the maximum message size.
     #[error("message of {0} bytes exceeds the maximum")]
     MessageTooLarge(usize),
-    /// The peer sent a message kind it may not send (for example, a chunk inside a chunk).
-    #[error("unexpected {0:?}")]
-    UnexpectedMessage(MessageKind),
 }
 
 /// Why a connection closed. Every close carries one.
@@ -807,9 +804,19 @@ impl Connection {
         if reader.is_empty() {
             return self.violation(now, Violation::Decode(DecodeError::EmptyFrame));
         }
+        // A frame can hold a message larger than a configured maximum below the frame size;
+        // only then is each message's length worth checking.
+        let check_size = frame.len() > self.config.max_message_size;
         while !reader.is_empty() && self.state != ConnectionState::Closed {
+            let before = reader.remaining();
             match Message::read(&mut reader) {
-                Ok(m) => self.handle_message(now, m, false),
+                Ok(m) => {
+                    let len = before - reader.remaining();
+                    if check_size && len > self.config.max_message_size {
+                        return self.violation(now, Violation::MessageTooLarge(len));
+                    }
+                    self.handle_message(now, m, false)
+                }
                 Err(e) => return self.violation(now, Violation::Decode(e)),
             }
         }
@@ -881,6 +888,7 @@ impl Connection {
         if self.state == ConnectionState::Closed {
             return;
         }
+        self.stats.messages_dropped += self.queue.clear();
         if let (Some(goodbye), Crypto::Transport(_)) = (reason.goodbye(), &self.crypto) {
             // The Goodbye bypasses the in-flight window: it is tiny and the last thing we send.
             let detail = reason.to_string();

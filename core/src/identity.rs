@@ -11,7 +11,7 @@ pub const KEY_LEN: usize = 32;
 
 /// The identity of a node: its static X25519 public key.
 ///
-/// Printed (and parsed) as 64 lowercase hex characters, the form used in pinned addresses
+/// Printed as 64 lowercase hex characters (parsed in either case), the form used in pinned addresses
 /// (`<peer-id>@host:port`). Two nodes have the same `PeerId` exactly when they hold the same
 /// static key, so a pinned id authenticates the peer through the Noise handshake.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

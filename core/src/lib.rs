@@ -93,6 +93,7 @@ mod handshake;
 mod hello;
 mod identity;
 pub mod message;
+pub mod node;
 mod queue;
 mod rng;
 mod time;

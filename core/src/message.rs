@@ -137,7 +137,8 @@ impl MessageKind {
 /// bulk, after both (see the connection's outbound queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
-    /// Small, latency-sensitive protocol traffic (pings, acks, requests, goodbye).
+    /// Small, latency-sensitive protocol traffic: Ping, Pong, Ack, Goodbye, GetPeers,
+    /// GetBlock, GetTransaction, NotFound.
     Control,
     /// Everything else that fits in one chunk.
     Data,
@@ -167,7 +168,7 @@ pub enum GoodbyeReason {
     Evicted,
     /// The receiver exceeded the sender's rate limits.
     RateLimited,
-    /// A code this version does not know.
+    /// A code this version does not know (codes 0..=9 always decode to the named reasons).
     Other(u16),
 }
 

@@ -1,8 +1,8 @@
 //! The bounded, prioritised outbound queue of one connection, and coalescing of queued
 //! messages into frames.
 //!
-//! Three classes leave in strict order inside every frame: control (pings, pongs, acks,
-//! requests, goodbye), then data (everything else up to the chunk size), then chunks of large
+//! Three classes leave in strict order inside every frame: control (Ping, Pong, Ack, Goodbye,
+//! GetPeers, GetBlock, GetTransaction, NotFound), then data (everything else up to the chunk size), then chunks of large
 //! messages. A frame is filled with as many messages as fit, so many small messages share one
 //! encryption and one packet, and a Pong queued behind an 8 MiB block leaves in the very next
 //! frame.

@@ -344,3 +344,18 @@ fn a_replayed_frame_fails_authentication() {
     a.drain();
     assert!(matches!(a.violation(), Violation::Noise(_)));
 }
+
+#[test]
+fn an_unchunked_message_over_the_configured_maximum_is_rejected() {
+    let mut a = Attack::with_config(ConnectionConfig {
+        max_message_size: 20_000,
+        max_queued_bytes: 20_000,
+        ..Default::default()
+    });
+    a.send_msgs(&[Message::App {
+        kind: 1,
+        data: vec![0; 30_000].into(),
+    }]);
+    assert!(matches!(a.violation(), Violation::MessageTooLarge(n) if *n > 30_000));
+    assert_eq!(a.delivered(), 0);
+}

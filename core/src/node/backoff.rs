@@ -1,0 +1,406 @@
+//! Reconnection backoff: exponential growth with full jitter, driven only by inputs.
+//!
+//! A [`Backoff`] tracks consecutive failures to reach one address. Each failure yields the
+//! instant of the next attempt, `now + uniform(0 ..= min(cap, base × factor^failures))`
+//! ("full jitter", which spreads the reconnections of many nodes that lost the same peer at
+//! the same moment). Nothing here reads a clock or arms a timer: the caller passes `now` and a
+//! [`SeededRng`], and schedules the returned instant itself. All arithmetic saturates, so no
+//! number of failures overflows.
+
+use std::time::Duration;
+
+use crate::rng::SeededRng;
+use crate::time::Timestamp;
+use crate::ConfigError;
+
+/// Nanoseconds per millisecond.
+const NANOS_PER_MS: u64 = 1_000_000;
+
+/// How reconnection attempts to one address back off. Part of the node configuration
+/// (section `reconnect`); check it with [`BackoffConfig::validate`] before use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// Upper bound of the delay after the first failure, in milliseconds. At least 1.
+    /// Default 1000 (1 s).
+    pub base_ms: u64,
+    /// Growth of the upper bound per further failure. At least 1 (1 means no growth).
+    /// Default 2.
+    pub factor: u32,
+    /// Largest upper bound, in milliseconds, however many failures. At least `base_ms`.
+    /// Default 300,000 (5 min).
+    pub cap_ms: u64,
+    /// Consecutive failures after which a non-persistent address is given up
+    /// ([`Backoff::should_give_up`]); persistent addresses are retried forever (the caller
+    /// decides which is which). At least 1. Default 8.
+    pub give_up_after: u32,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            base_ms: 1000,
+            factor: 2,
+            cap_ms: 300_000,
+            give_up_after: 8,
+        }
+    }
+}
+
+impl BackoffConfig {
+    /// Checks every rule; the first broken one is returned, naming the field as
+    /// `reconnect.<field>`. Call it when loading the configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.base_ms == 0 {
+            return Err(ConfigError::new(
+                "reconnect.base_ms",
+                "must be greater than zero",
+            ));
+        }
+        if self.factor == 0 {
+            return Err(ConfigError::new("reconnect.factor", "must be at least 1"));
+        }
+        if self.cap_ms < self.base_ms {
+            return Err(ConfigError::new(
+                "reconnect.cap_ms",
+                format!(
+                    "cap_ms ({}) is below base_ms ({})",
+                    self.cap_ms, self.base_ms
+                ),
+            ));
+        }
+        if self.give_up_after == 0 {
+            return Err(ConfigError::new(
+                "reconnect.give_up_after",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The upper bound of the delay after `failures` earlier failures:
+    /// `min(cap, base × factor^failures)`, computed with saturating integer arithmetic.
+    pub fn ceiling_for(&self, failures: u32) -> Duration {
+        Duration::from_millis(self.ceiling_ms(failures))
+    }
+
+    fn ceiling_ms(&self, failures: u32) -> u64 {
+        let growth = u64::from(self.factor).saturating_pow(failures);
+        self.base_ms.saturating_mul(growth).min(self.cap_ms)
+    }
+}
+
+/// Backoff state for one address: consecutive failures and the next attempt.
+///
+/// Create one per address with [`Backoff::new`]; call [`Backoff::on_failure`] each time a
+/// connection attempt fails (or an established connection is lost) and
+/// [`Backoff::on_success`] when a connection succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    cfg: BackoffConfig,
+    failures: u32,
+    next_attempt: Option<Timestamp>,
+}
+
+impl Backoff {
+    /// A backoff with no failures and no scheduled attempt (the address may be tried at
+    /// once). `cfg` should have passed [`BackoffConfig::validate`].
+    pub fn new(cfg: BackoffConfig) -> Self {
+        Backoff {
+            cfg,
+            failures: 0,
+            next_attempt: None,
+        }
+    }
+
+    /// Records one more failure at `now` and returns when to try again:
+    /// `now + d` with `d` drawn uniformly (to the nanosecond) from
+    /// `[0, min(cap, base × factor^n)]`, where `n` is the number of failures before this one.
+    /// The result is also remembered as [`Backoff::next_attempt`]. Never overflows: the bound
+    /// saturates and the returned instant saturates at [`Timestamp::MAX`].
+    pub fn on_failure(&mut self, now: Timestamp, rng: &mut SeededRng) -> Timestamp {
+        let ceiling_ns = self
+            .cfg
+            .ceiling_ms(self.failures)
+            .saturating_mul(NANOS_PER_MS);
+        let delay_ns = match ceiling_ns.checked_add(1) {
+            Some(bound) => rng.below(bound),
+            None => rng.next_u64(),
+        };
+        self.failures = self.failures.saturating_add(1);
+        let at = now + Duration::from_nanos(delay_ns);
+        self.next_attempt = Some(at);
+        at
+    }
+
+    /// Records a successful connection: the failure count goes back to zero, the scheduled
+    /// attempt is dropped and the next failure starts again from `base`.
+    pub fn on_success(&mut self) {
+        self.failures = 0;
+        self.next_attempt = None;
+    }
+
+    /// Consecutive failures since creation or the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// When the next attempt is due, as returned by the last [`Backoff::on_failure`];
+    /// `None` if nothing failed since creation or the last success (try at once).
+    pub fn next_attempt(&self) -> Option<Timestamp> {
+        self.next_attempt
+    }
+
+    /// Whether a non-persistent address should be forgotten: true once `failures` reaches
+    /// `give_up_after`. Persistent addresses ignore it.
+    pub fn should_give_up(&self) -> bool {
+        self.failures >= self.cfg.give_up_after
+    }
+
+    /// The upper bound of the delay the next [`Backoff::on_failure`] will draw:
+    /// `min(cap, base × factor^failures)`. Never decreases until [`Backoff::on_success`],
+    /// and never exceeds `cap`.
+    pub fn ceiling(&self) -> Duration {
+        self.cfg.ceiling_for(self.failures)
+    }
+
+    /// The configuration this backoff uses.
+    pub fn config(&self) -> &BackoffConfig {
+        &self.cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rng(seed: u8) -> SeededRng {
+        SeededRng::from_seed([seed; 32])
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = BackoffConfig::default();
+        c.validate().unwrap();
+        assert_eq!(
+            (c.base_ms, c.factor, c.cap_ms, c.give_up_after),
+            (1000, 2, 300_000, 8)
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let field = |c: BackoffConfig| c.validate().unwrap_err().field;
+        let d = BackoffConfig::default;
+        assert_eq!(
+            field(BackoffConfig { base_ms: 0, ..d() }),
+            "reconnect.base_ms"
+        );
+        assert_eq!(
+            field(BackoffConfig { factor: 0, ..d() }),
+            "reconnect.factor"
+        );
+        let e = BackoffConfig { cap_ms: 999, ..d() }.validate().unwrap_err();
+        assert_eq!(e.field, "reconnect.cap_ms");
+        assert!(e.rule.contains("999") && e.rule.contains("1000"), "{e}");
+        assert_eq!(
+            field(BackoffConfig {
+                give_up_after: 0,
+                ..d()
+            }),
+            "reconnect.give_up_after"
+        );
+        BackoffConfig {
+            factor: 1,
+            cap_ms: 1000,
+            ..d()
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn serde_fills_defaults_and_rejects_unknown_fields() {
+        let c: BackoffConfig = toml::from_str("cap_ms = 60000").unwrap();
+        assert_eq!(
+            c,
+            BackoffConfig {
+                cap_ms: 60_000,
+                ..Default::default()
+            }
+        );
+        assert!(toml::from_str::<BackoffConfig>("cap = 60000").is_err());
+        let back: BackoffConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn ceiling_doubles_up_to_the_cap() {
+        let mut b = Backoff::new(BackoffConfig::default());
+        let mut r = rng(1);
+        let mut seen = Vec::new();
+        for _ in 0..12 {
+            seen.push(b.ceiling().as_secs());
+            b.on_failure(Timestamp::ZERO, &mut r);
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    }
+
+    #[test]
+    fn failures_schedule_and_success_resets() {
+        let mut b = Backoff::new(BackoffConfig::default());
+        let mut r = rng(2);
+        assert_eq!((b.failures(), b.next_attempt()), (0, None));
+        let now = Timestamp::from_secs(100);
+        let at = b.on_failure(now, &mut r);
+        assert!(at >= now && at <= now + Duration::from_secs(1));
+        assert_eq!(b.next_attempt(), Some(at));
+        assert_eq!(b.failures(), 1);
+        for i in 1..8 {
+            assert!(!b.should_give_up(), "after {i} failures");
+            b.on_failure(now, &mut r);
+        }
+        assert!(b.should_give_up());
+        b.on_success();
+        assert_eq!((b.failures(), b.next_attempt()), (0, None));
+        assert!(!b.should_give_up());
+        assert_eq!(b.ceiling(), Duration::from_secs(1));
+        assert_eq!(b.config(), &BackoffConfig::default());
+    }
+
+    #[test]
+    fn extreme_values_do_not_overflow() {
+        let cfg = BackoffConfig {
+            base_ms: u64::MAX,
+            factor: u32::MAX,
+            cap_ms: u64::MAX,
+            give_up_after: u32::MAX,
+        };
+        let mut b = Backoff::new(cfg.clone());
+        b.failures = u32::MAX - 1;
+        assert_eq!(b.ceiling(), Duration::from_millis(u64::MAX));
+        let at = b.on_failure(Timestamp::MAX, &mut rng(3));
+        assert_eq!(at, Timestamp::MAX);
+        b.on_failure(Timestamp::ZERO, &mut rng(3));
+        assert_eq!(b.failures(), u32::MAX, "the count saturates");
+        assert!(b.should_give_up());
+        assert_eq!(cfg.ceiling_for(u32::MAX), Duration::from_millis(u64::MAX));
+        // factor 1: no growth at all.
+        let flat = BackoffConfig {
+            factor: 1,
+            ..Default::default()
+        };
+        assert_eq!(flat.ceiling_for(u32::MAX), Duration::from_secs(1));
+    }
+
+    /// `min(cap, base × factor^n)` in milliseconds, computed independently in u128.
+    fn reference_ceiling_ms(cfg: &BackoffConfig, n: u32) -> u128 {
+        let cap = u128::from(cfg.cap_ms);
+        let mut v = u128::from(cfg.base_ms);
+        for _ in 0..n {
+            if v >= cap {
+                break;
+            }
+            v *= u128::from(cfg.factor);
+        }
+        v.min(cap)
+    }
+
+    fn any_config() -> impl Strategy<Value = BackoffConfig> {
+        (
+            prop_oneof![1u64..10_000, 1u64..=u64::MAX],
+            prop_oneof![1u32..5, 1u32..=u32::MAX],
+            prop_oneof![0u64..1_000_000, any::<u64>()],
+            1u32..20,
+        )
+            .prop_map(|(base_ms, factor, extra, give_up_after)| BackoffConfig {
+                base_ms,
+                factor,
+                cap_ms: base_ms.saturating_add(extra),
+                give_up_after,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_delay_is_within_the_ceiling(
+            cfg in any_config(),
+            seed in any::<[u8; 32]>(),
+            start in 0u64..1 << 62,
+            failures in 1usize..80,
+        ) {
+            prop_assert!(cfg.validate().is_ok());
+            let mut b = Backoff::new(cfg.clone());
+            let mut r = SeededRng::from_seed(seed);
+            let now = Timestamp::from_nanos(start);
+            for n in 0..failures as u32 {
+                let bound_ms = reference_ceiling_ms(&cfg, n);
+                prop_assert_eq!(b.ceiling().as_millis(), bound_ms);
+                let at = b.on_failure(now, &mut r);
+                prop_assert!(at >= now);
+                let delay = at.saturating_duration_since(now).as_nanos();
+                prop_assert!(delay <= bound_ms * u128::from(NANOS_PER_MS));
+                prop_assert_eq!(b.next_attempt(), Some(at));
+                prop_assert_eq!(b.failures(), n + 1);
+            }
+        }
+
+        #[test]
+        fn ceiling_is_monotone_and_capped(cfg in any_config(), steps in 1u32..200) {
+            let mut b = Backoff::new(cfg.clone());
+            let mut r = SeededRng::from_seed([0; 32]);
+            let mut prev = b.ceiling();
+            prop_assert_eq!(prev, Duration::from_millis(cfg.base_ms));
+            for _ in 0..steps {
+                b.on_failure(Timestamp::ZERO, &mut r);
+                let c = b.ceiling();
+                prop_assert!(c >= prev);
+                prop_assert!(c <= Duration::from_millis(cfg.cap_ms));
+                prev = c;
+            }
+            if cfg.factor >= 2 && steps >= 64 {
+                prop_assert_eq!(prev, Duration::from_millis(cfg.cap_ms), "reaches the cap");
+            }
+        }
+
+        #[test]
+        fn jitter_spreads_over_the_whole_range(seed in any::<[u8; 32]>(), failures in 0u32..12) {
+            let cfg = BackoffConfig::default();
+            let bound = cfg.ceiling_for(failures);
+            let half = bound / 2;
+            let mut r = SeededRng::from_seed(seed);
+            let mut b = Backoff::new(cfg);
+            let (mut low, mut high) = (0, 0);
+            let mut delays = std::collections::BTreeSet::new();
+            for _ in 0..256 {
+                b.on_success();
+                for _ in 0..failures {
+                    b.on_failure(Timestamp::ZERO, &mut r);
+                }
+                let d = b.on_failure(Timestamp::ZERO, &mut r).saturating_duration_since(Timestamp::ZERO);
+                prop_assert!(d <= bound);
+                if d < half { low += 1 } else { high += 1 }
+                delays.insert(d);
+            }
+            prop_assert!(delays.len() > 1, "delays are not all equal");
+            prop_assert!(low > 0 && high > 0, "both halves: {} low, {} high", low, high);
+        }
+
+        #[test]
+        fn success_resets_everything(cfg in any_config(), failures in 0u32..100, seed in any::<[u8; 32]>()) {
+            let mut b = Backoff::new(cfg.clone());
+            let mut r = SeededRng::from_seed(seed);
+            for _ in 0..failures {
+                b.on_failure(Timestamp::from_secs(5), &mut r);
+            }
+            prop_assert_eq!(b.should_give_up(), failures >= cfg.give_up_after);
+            b.on_success();
+            prop_assert_eq!(b.failures(), 0);
+            prop_assert_eq!(b.next_attempt(), None);
+            prop_assert!(!b.should_give_up());
+            prop_assert_eq!(b.ceiling(), Duration::from_millis(cfg.base_ms.min(cfg.cap_ms)));
+            prop_assert_eq!(&b, &Backoff::new(cfg));
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! The node level of the core (being assembled).
+
+pub mod backoff;
+pub mod ratelimit;
