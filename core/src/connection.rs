@@ -229,6 +229,9 @@ pub struct ConnectionStats {
     pub pongs_matched: u64,
     /// Pongs with an unknown nonce or none outstanding (ignored).
     pub pongs_unmatched: u64,
+    /// Keepalive pings in a row that went unanswered until the next one was due (0 after
+    /// every matched Pong): the current responsiveness, where the counters give history.
+    pub pings_unanswered_in_a_row: u32,
     /// Nanosecond timestamp of the last message received.
     pub last_message_at: Option<Timestamp>,
     /// Nanosecond timestamp the handshake completed.
@@ -528,6 +531,9 @@ impl Connection {
         }
         if let Some(ka) = &mut self.keepalive {
             if now >= ka.next_ping {
+                if ka.outstanding.is_some() {
+                    self.stats.pings_unanswered_in_a_row += 1;
+                }
                 let nonce = self.rng.next_u64();
                 ka.outstanding = Some((nonce, now));
                 ka.next_ping = now + self.config.ping_interval;
@@ -855,6 +861,7 @@ impl Connection {
                 match ka.and_then(|k| k.outstanding.filter(|(n, _)| *n == nonce).map(|o| (k, o))) {
                     Some((k, (_, sent))) => {
                         k.outstanding = None;
+                        self.stats.pings_unanswered_in_a_row = 0;
                         let sample = now.saturating_duration_since(sent);
                         self.stats.rtt = Some(sample);
                         self.stats.srtt = Some(match self.stats.srtt {

@@ -1,4 +1,2219 @@
-//! The node level of the core (being assembled).
+//! The node level of the core: one [`Node`] owns every connection and decides whom to talk
+//! to, what to send and what to refuse — the connection pool and its limits, the peer table,
+//! discovery, the address book, reconnection, health, rate limits, broadcast, unicast,
+//! request/response, bans, error recovery and shutdown. Like the connection below it, it is
+//! pure: time and randomness are inputs, sockets are the adapter's.
+//!
+//! The run loop is the connection's (see the crate docs): apply one input
+//! ([`Node::handle_input`], [`Node::accept`] or a command), drain [`Node::poll_output`] to
+//! `None`, read [`Node::poll_timeout`], wait, repeat.
 
+pub mod addrbook;
 pub mod backoff;
+mod cache;
+pub mod config;
+mod eviction;
 pub mod ratelimit;
+mod types;
+
+pub use config::*;
+pub use types::*;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::addr::PeerAddr;
+use crate::config::{ConfigError, ConnectionConfig};
+use crate::connection::{
+    CloseReason, Connection, ConnectionEvent, ConnectionOutput, ConnectionState, SendError,
+    Violation,
+};
+use crate::handshake::Role;
+use crate::hello::{Hello, PROTOCOL_VERSION};
+use crate::identity::{Keypair, PeerId};
+use crate::message::{GoodbyeReason, Message, MAX_PEERS_PER_MESSAGE};
+use crate::rng::SeededRng;
+use crate::time::Timestamp;
+
+use addrbook::{AddrSource, AddressBook};
+use backoff::Backoff;
+use cache::ExpiringSet;
+use ratelimit::{GlobalBandwidth, PeerRateLimiter, TokenBucket, Verdict};
+
+/// Node timers, kept in one ordered index so `poll_timeout` is a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The coordinator's periodic run.
+    Maintenance,
+    /// A connection's own deadline.
+    Conn(ConnectionId),
+    /// The end of a rate-limit pause.
+    RateResume(ConnectionId),
+    /// A unicast's next resend or final deadline.
+    Unicast(u64),
+    /// A request's deadline.
+    Request(u64),
+}
+
+/// One connection and what the node knows about it.
+#[derive(Debug)]
+struct Conn {
+    conn: Connection,
+    addr: SocketAddr,
+    direction: Direction,
+    peer: Option<PeerId>,
+    /// Registered in the peer table (the handshake completed and it survived duplicate
+    /// resolution).
+    registered: bool,
+    agent: String,
+    version: u32,
+    created_at: Timestamp,
+    /// Last time the peer sent something new and valid (gossip we had not seen, answers).
+    useful_at: Option<Timestamp>,
+    limiter: PeerRateLimiter,
+    rate_paused_until: Option<Timestamp>,
+    /// Unsolicited address budget, in milli-addresses.
+    addr_budget: TokenBucket,
+    get_peers_outstanding: bool,
+    answered_get_peers_at: Option<Timestamp>,
+    /// Requests from this peer awaiting our answer.
+    inbound_requests: BTreeSet<u64>,
+    /// Our requests in flight on this connection.
+    outbound_requests: usize,
+    misbehaviour: u32,
+    /// The deadline registered in the timer index for this connection.
+    timer_at: Option<Timestamp>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Persistent {
+    addr: PeerAddr,
+    backoff: Backoff,
+    next_attempt: Timestamp,
+    conn: Option<ConnectionId>,
+}
+
+#[derive(Debug)]
+struct PendingUnicast {
+    peer: PeerId,
+    kind: crate::message::AppKind,
+    data: Bytes,
+    attempts: u32,
+    deadline: Timestamp,
+    /// When the current attempt is considered lost.
+    retry_at: Timestamp,
+    /// The connection the last attempt went out on, if it is still open.
+    sent_on: Option<ConnectionId>,
+    timer_at: Timestamp,
+}
+
+#[derive(Debug)]
+struct PendingRequest {
+    peer: PeerId,
+    conn: ConnectionId,
+    deadline: Timestamp,
+}
+
+#[derive(Debug)]
+struct PendingValidation {
+    from: PeerId,
+    message: GossipMessage,
+    deadline: Timestamp,
+}
+
+#[derive(Debug)]
+struct ShutdownState {
+    deadline: Timestamp,
+    report: ShutdownReport,
+    queued_at_start: u64,
+    done: bool,
+}
+
+/// The application's verdict on a gossip message in `validate` relay mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// Valid: relay it.
+    Accept,
+    /// Invalid: drop it (the sender is not penalised for relaying; report it with
+    /// [`Node::report_invalid_payload`] if the application blames it).
+    Reject,
+    /// Not judged: drop it without relaying.
+    Ignore,
+}
+
+/// Options of one broadcast.
+#[derive(Default)]
+pub struct BroadcastOptions<'a> {
+    /// Send to at most this many peers (the healthiest first); `None` = all.
+    pub fanout: Option<usize>,
+    /// Peers to leave out.
+    pub exclude: Vec<PeerId>,
+    /// Only peers for which this returns true.
+    pub filter: Option<&'a dyn Fn(&PeerInfo) -> bool>,
+}
+
+/// The node state machine. See the module docs.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    conn_config: Arc<ConnectionConfig>,
+    hello: Arc<Hello>,
+    keypair: Keypair,
+    local_id: PeerId,
+    rng: SeededRng,
+    conns: BTreeMap<ConnectionId, Conn>,
+    peers: BTreeMap<PeerId, ConnectionId>,
+    next_conn: u64,
+    outputs: VecDeque<Output>,
+    dirty: BTreeSet<ConnectionId>,
+    timers: BTreeSet<(Timestamp, Timer)>,
+    addrbook: AddressBook,
+    persistent: BTreeMap<SocketAddr, Persistent>,
+    /// Our own addresses (learned from self-connections), never dialed.
+    self_addrs: BTreeSet<SocketAddr>,
+    peer_bans: BTreeMap<PeerId, (Timestamp, BanReason)>,
+    ip_bans: BTreeMap<IpAddr, (Timestamp, BanReason)>,
+    seen: ExpiringSet<MessageId>,
+    pending_validation: BTreeMap<MessageId, PendingValidation>,
+    unicasts: BTreeMap<u64, PendingUnicast>,
+    next_unicast: u64,
+    delivered: ExpiringSet<(PeerId, u64)>,
+    requests: BTreeMap<u64, PendingRequest>,
+    next_request: u64,
+    late_requests: ExpiringSet<(PeerId, u64)>,
+    global_bandwidth: GlobalBandwidth,
+    last_get_peers: Option<Timestamp>,
+    shutdown: Option<ShutdownState>,
+    counters: NodeCounters,
+    failures: BTreeMap<FailureKind, u64>,
+    recoveries: BTreeMap<Recovery, u64>,
+    /// Traffic of closed connections, so node totals survive them.
+    closed_traffic: [u64; 4],
+    /// Queued messages connections dropped when they closed.
+    dropped_at_close: u64,
+}
+
+/// Version of the [`Node::snapshot`] format.
+pub const NODE_SNAPSHOT_VERSION: u32 = 1;
+
+/// The persisted node state: CBOR map `{version, address_book, bans}`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSnapshot {
+    version: u32,
+    /// The address book's own snapshot bytes.
+    address_book: Bytes,
+    bans: Vec<BanEntry>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanEntry {
+    peer: Option<PeerId>,
+    ip: Option<IpAddr>,
+    remaining_ms: u64,
+    reason: BanReason,
+}
+
+/// Why [`Node::restore`] refused a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeSnapshotError {
+    /// Not CBOR of the expected layout.
+    #[error("malformed node snapshot: {0}")]
+    Malformed(String),
+    /// Another format version.
+    #[error(
+        "node snapshot version {0} is not supported (this build reads {NODE_SNAPSHOT_VERSION})"
+    )]
+    WrongVersion(u32),
+    /// The address book inside is invalid.
+    #[error(transparent)]
+    AddressBook(#[from] addrbook::SnapshotError),
+}
+
+/// Content hash of a gossip message: SHA-256 over a kind tag and the payload.
+pub fn message_id(message: &GossipMessage) -> MessageId {
+    let mut h = Sha256::new();
+    match message {
+        GossipMessage::Transaction(d) => {
+            h.update([0u8]);
+            h.update(d);
+        }
+        GossipMessage::Block(d) => {
+            h.update([1u8]);
+            h.update(d);
+        }
+        GossipMessage::App { kind, data } => {
+            h.update([2u8]);
+            h.update(kind.to_be_bytes());
+            h.update(data);
+        }
+    }
+    MessageId(h.finalize().into())
+}
+
+fn gossip_to_message(m: &GossipMessage) -> Message {
+    match m {
+        GossipMessage::Transaction(d) => Message::Transaction { data: d.clone() },
+        GossipMessage::Block(d) => Message::Block { data: d.clone() },
+        GossipMessage::App { kind, data } => Message::App {
+            kind: *kind,
+            data: data.clone(),
+        },
+    }
+}
+
+fn request_to_message(request_id: u64, r: &Request) -> Message {
+    match r {
+        Request::GetBlock(hash) => Message::GetBlock {
+            request_id,
+            hash: hash.clone(),
+        },
+        Request::GetTransaction(hash) => Message::GetTransaction {
+            request_id,
+            hash: hash.clone(),
+        },
+        Request::App { kind, data } => Message::Request {
+            request_id,
+            kind: *kind,
+            data: data.clone(),
+        },
+    }
+}
+
+impl Node {
+    /// A node with `config`, identity `keypair`, all randomness from `seed`, starting at
+    /// `now`. Validates the configuration. Bootstrap peers are dialed on the first
+    /// coordinator run (at `now`).
+    ///
+    /// **A fixed seed in production means key reuse**: adapters seed from OS entropy.
+    pub fn new(
+        config: NodeConfig,
+        keypair: Keypair,
+        seed: [u8; 32],
+        now: Timestamp,
+    ) -> Result<Node, ConfigError> {
+        config.validate()?;
+        let mut rng = SeededRng::from_seed(seed);
+        let addrbook = AddressBook::new(config.address_book.clone(), rng.derive_seed(b"addrbook"));
+        let hello = Hello {
+            network_id: config.network_id.clone(),
+            versions: vec![PROTOCOL_VERSION],
+            capabilities: config.capabilities,
+            listen_addrs: config.listen_addrs.clone(),
+            agent: config.agent.clone(),
+        };
+        let mut node = Node {
+            conn_config: Arc::new(config.connection.clone()),
+            hello: Arc::new(hello),
+            local_id: keypair.peer_id(),
+            keypair,
+            rng,
+            conns: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            next_conn: 0,
+            outputs: VecDeque::new(),
+            dirty: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            addrbook,
+            persistent: BTreeMap::new(),
+            self_addrs: BTreeSet::new(),
+            peer_bans: BTreeMap::new(),
+            ip_bans: BTreeMap::new(),
+            seen: ExpiringSet::new(config.gossip.seen_cache_size, config.gossip.seen_ttl),
+            pending_validation: BTreeMap::new(),
+            unicasts: BTreeMap::new(),
+            next_unicast: 0,
+            delivered: ExpiringSet::new(config.unicast.dedup_cache_size, config.unicast.dedup_ttl),
+            requests: BTreeMap::new(),
+            next_request: 0,
+            late_requests: ExpiringSet::new(4096, config.requests.timeout * 3),
+            global_bandwidth: GlobalBandwidth::new(&config.rate_limit, now),
+            last_get_peers: None,
+            shutdown: None,
+            counters: NodeCounters::default(),
+            failures: BTreeMap::new(),
+            recoveries: BTreeMap::new(),
+            closed_traffic: [0; 4],
+            dropped_at_close: 0,
+            config,
+        };
+        for addr in node.config.bootstrap.clone() {
+            node.add_persistent_peer(now, addr);
+        }
+        node.timers.insert((now, Timer::Maintenance));
+        Ok(node)
+    }
+
+    // ----- getters -----
+
+    /// This node's identity.
+    pub fn peer_id(&self) -> PeerId {
+        self.local_id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The connection behind `conn`, if open.
+    pub fn connection(&self, conn: ConnectionId) -> Option<&Connection> {
+        self.conns.get(&conn).map(|c| &c.conn)
+    }
+
+    /// Whether `peer` is connected and registered.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// The address book.
+    pub fn address_book(&self) -> &AddressBook {
+        &self.addrbook
+    }
+
+    /// Whether `shutdown` was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_some()
+    }
+
+    /// Established peers.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.peers
+            .values()
+            .filter_map(|id| self.peer_info(*id))
+            .collect()
+    }
+
+    fn peer_info(&self, id: ConnectionId) -> Option<PeerInfo> {
+        let c = self.conns.get(&id)?;
+        Some(PeerInfo {
+            peer: c.peer?,
+            conn: id,
+            addr: c.addr,
+            direction: c.direction,
+            state: c.conn.state(),
+            agent: c.agent.clone(),
+            version: c.version,
+            persistent: self.persistent.contains_key(&c.addr),
+            health: self.health(c),
+            misbehaviour: c.misbehaviour,
+            stats: c.conn.stats().clone(),
+        })
+    }
+
+    /// Health score 0..=100: availability (share of keepalive pings answered, and 0 while
+    /// two or more in a row go unanswered) scaled by latency (smoothed RTT against
+    /// `health.bad_rtt`), so a peer that stops answering scores 0 whatever its past, and a
+    /// slow one at most half.
+    fn health(&self, c: &Conn) -> u32 {
+        let s = c.conn.stats();
+        let availability = if s.pings_unanswered_in_a_row >= 2 {
+            0
+        } else {
+            (s.pongs_matched * 100)
+                .checked_div(s.pings_sent)
+                .map_or(100, |a| a.min(100) as u32)
+        };
+        let bad = self.config.health.bad_rtt.as_nanos().max(1);
+        let latency = match s.srtt {
+            None => 100,
+            Some(r) => 100 - (r.as_nanos() * 100 / bad).min(100) as u32,
+        };
+        availability * (50 + latency / 2) / 100
+    }
+
+    /// A snapshot of every figure the node keeps.
+    pub fn stats(&self, now: Timestamp) -> NetworkStats {
+        let mut totals = self.closed_traffic;
+        let mut inbound = 0;
+        let mut outbound = 0;
+        let mut handshaking = 0;
+        for c in self.conns.values() {
+            let s = c.conn.stats();
+            totals[0] += s.bytes_sent;
+            totals[1] += s.bytes_received;
+            totals[2] += s.messages_sent;
+            totals[3] += s.messages_received;
+            match c.direction {
+                Direction::Inbound => inbound += 1,
+                Direction::Outbound => outbound += 1,
+            }
+            if matches!(
+                c.conn.state(),
+                ConnectionState::Connecting | ConnectionState::Handshaking
+            ) {
+                handshaking += 1;
+            }
+        }
+        NetworkStats {
+            now,
+            peers: self.peers.len(),
+            inbound,
+            outbound,
+            handshaking,
+            bytes_sent: totals[0],
+            bytes_received: totals[1],
+            messages_sent: totals[2],
+            messages_received: totals[3],
+            counters: self.counters.clone(),
+            failures: self.failures.clone(),
+            recoveries: self.recoveries.clone(),
+            address_book: self.addrbook.stats(),
+            active_bans: self.peer_bans.len() + self.ip_bans.len(),
+            pending_unicasts: self.unicasts.len(),
+            pending_requests: self.requests.len(),
+            per_peer: self.peers(),
+        }
+    }
+
+    /// Bytes the node holds in buffers, by the core's own accounting: every connection's
+    /// buffers plus undrained outputs. Bounded by the configuration (see the README).
+    pub fn buffered_bytes(&self) -> usize {
+        let outs: usize = self
+            .outputs
+            .iter()
+            .map(|o| match o {
+                Output::Transmit { bytes, .. } => bytes.capacity(),
+                _ => 0,
+            })
+            .sum();
+        outs + self
+            .conns
+            .values()
+            .map(|c| c.conn.buffered_bytes())
+            .sum::<usize>()
+    }
+
+    // ----- the run loop -----
+
+    /// Applies one input. Drain [`Node::poll_output`] afterwards.
+    pub fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
+        match input {
+            Input::Connected { conn } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.conn.handle_connected(now);
+                    self.dirty.insert(conn);
+                }
+            }
+            Input::Received { conn, bytes } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.conn.handle_bytes(now, bytes);
+                    self.dirty.insert(conn);
+                    if let Some(resume) = self.global_bandwidth.on_bytes(now, bytes.len() as u64) {
+                        self.rate_pause(now, conn, resume);
+                    }
+                }
+            }
+            Input::Written { conn, bytes } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.conn.handle_written(now, bytes);
+                    self.dirty.insert(conn);
+                }
+            }
+            Input::Closed { conn, error } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.conn.handle_closed(now, error);
+                    self.dirty.insert(conn);
+                }
+            }
+            Input::Timeout => self.handle_timeout(now),
+        }
+        self.flush(now);
+    }
+
+    /// The next output, or `None` when there is nothing to do. Call until `None` after every
+    /// input and command.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to pass [`Input::Timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        if self.shutdown.as_ref().is_some_and(|s| s.done) {
+            return None;
+        }
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(&(t, timer)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Maintenance => self.maintenance(now),
+                Timer::Conn(id) => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.timer_at = None;
+                        c.conn.handle_timeout(now);
+                        self.dirty.insert(id);
+                    }
+                }
+                Timer::RateResume(id) => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        if c.rate_paused_until.is_some_and(|r| r <= now) {
+                            c.rate_paused_until = None;
+                            c.conn.set_read_paused(now, false);
+                            self.dirty.insert(id);
+                        }
+                    }
+                }
+                Timer::Unicast(id) => self.unicast_timer(now, id),
+                Timer::Request(id) => self.request_timeout(now, id),
+            }
+        }
+    }
+
+    /// Drains every connection touched since the last flush, handling its events, until
+    /// nothing is left to do.
+    fn flush(&mut self, now: Timestamp) {
+        while let Some(id) = self.dirty.pop_first() {
+            while let Some(out) = self.conns.get_mut(&id).and_then(|c| c.conn.poll_output()) {
+                match out {
+                    ConnectionOutput::Transmit(bytes) => {
+                        self.outputs.push_back(Output::Transmit { conn: id, bytes })
+                    }
+                    ConnectionOutput::PauseRead => {
+                        self.outputs.push_back(Output::PauseRead { conn: id })
+                    }
+                    ConnectionOutput::ResumeRead => {
+                        self.outputs.push_back(Output::ResumeRead { conn: id })
+                    }
+                    ConnectionOutput::Close => self.outputs.push_back(Output::Close { conn: id }),
+                    ConnectionOutput::Event(e) => self.on_connection_event(now, id, e),
+                }
+            }
+            self.reindex(id);
+        }
+        self.check_shutdown_complete();
+    }
+
+    /// Updates a connection's entry in the timer index, or removes a closed connection.
+    fn reindex(&mut self, id: ConnectionId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let next = c.conn.poll_timeout();
+        if next != c.timer_at {
+            if let Some(old) = c.timer_at {
+                self.timers.remove(&(old, Timer::Conn(id)));
+            }
+            if let Some(t) = next {
+                self.timers.insert((t, Timer::Conn(id)));
+            }
+            c.timer_at = next;
+        }
+        if c.closed {
+            let c = self.conns.remove(&id).expect("present");
+            if let Some(t) = c.timer_at {
+                self.timers.remove(&(t, Timer::Conn(id)));
+            }
+            if let Some(t) = c.rate_paused_until {
+                self.timers.remove(&(t, Timer::RateResume(id)));
+            }
+            let s = c.conn.stats();
+            self.closed_traffic[0] += s.bytes_sent;
+            self.closed_traffic[1] += s.bytes_received;
+            self.closed_traffic[2] += s.messages_sent;
+            self.closed_traffic[3] += s.messages_received;
+            self.dropped_at_close += s.messages_dropped;
+        }
+    }
+
+    fn count_failure(&mut self, kind: FailureKind, recovery: Recovery) {
+        *self.failures.entry(kind).or_default() += 1;
+        *self.recoveries.entry(recovery).or_default() += 1;
+    }
+
+    // ----- connections -----
+
+    fn new_conn(
+        &mut self,
+        now: Timestamp,
+        role: Role,
+        addr: SocketAddr,
+        dialed: Option<PeerAddr>,
+    ) -> ConnectionId {
+        let id = ConnectionId(self.next_conn);
+        self.next_conn += 1;
+        let seed = self.rng.derive_seed(b"connection");
+        let conn = Connection::new(
+            role,
+            self.conn_config.clone(),
+            self.hello.clone(),
+            &self.keypair,
+            dialed.and_then(|d| d.peer_id),
+            seed,
+            now,
+        );
+        let d = &self.config.discovery;
+        self.conns.insert(
+            id,
+            Conn {
+                conn,
+                addr,
+                direction: match role {
+                    Role::Initiator => Direction::Outbound,
+                    Role::Responder => Direction::Inbound,
+                },
+                peer: None,
+                registered: false,
+                agent: String::new(),
+                version: 0,
+                created_at: now,
+                useful_at: None,
+                limiter: PeerRateLimiter::new(&self.config.rate_limit, now),
+                rate_paused_until: None,
+                addr_budget: TokenBucket::new(
+                    d.unsolicited_addrs_per_ksec,
+                    d.unsolicited_addrs_burst.saturating_mul(1000),
+                    now,
+                ),
+                get_peers_outstanding: false,
+                answered_get_peers_at: None,
+                inbound_requests: BTreeSet::new(),
+                outbound_requests: 0,
+                misbehaviour: 0,
+                timer_at: None,
+                closed: false,
+            },
+        );
+        self.dirty.insert(id);
+        id
+    }
+
+    fn pending_handshakes(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| {
+                !c.closed
+                    && matches!(
+                        c.conn.state(),
+                        ConnectionState::Connecting | ConnectionState::Handshaking
+                    )
+            })
+            .count()
+    }
+
+    fn count_direction(&self, d: Direction) -> usize {
+        self.conns
+            .values()
+            .filter(|c| !c.closed && c.direction == d)
+            .count()
+    }
+
+    fn open_conns(&self) -> usize {
+        self.conns.values().filter(|c| !c.closed).count()
+    }
+
+    fn is_banned_peer(&self, now: Timestamp, peer: &PeerId) -> bool {
+        self.peer_bans
+            .get(peer)
+            .is_some_and(|(until, _)| *until > now)
+    }
+
+    fn is_banned_ip(&self, now: Timestamp, ip: &IpAddr) -> bool {
+        self.ip_bans.get(ip).is_some_and(|(until, _)| *until > now)
+    }
+
+    /// A socket was accepted from `remote`. Returns the id to use in inputs for it, or why
+    /// the node refuses it (then drop the socket). May evict another inbound peer to make
+    /// room.
+    pub fn accept(
+        &mut self,
+        now: Timestamp,
+        remote: SocketAddr,
+    ) -> Result<ConnectionId, AcceptError> {
+        let result = self.try_accept(now, remote);
+        match &result {
+            Ok(_) => self.counters.inbound_accepted += 1,
+            Err(_) => self.counters.inbound_refused += 1,
+        }
+        self.flush(now);
+        result
+    }
+
+    fn try_accept(
+        &mut self,
+        now: Timestamp,
+        remote: SocketAddr,
+    ) -> Result<ConnectionId, AcceptError> {
+        if self.shutdown.is_some() {
+            return Err(AcceptError::ShuttingDown);
+        }
+        if self.is_banned_ip(now, &remote.ip()) {
+            return Err(AcceptError::Banned);
+        }
+        let from_ip = self
+            .conns
+            .values()
+            .filter(|c| {
+                !c.closed && c.direction == Direction::Inbound && c.addr.ip() == remote.ip()
+            })
+            .count();
+        if from_ip >= self.config.limits.max_inbound_per_ip {
+            return Err(AcceptError::PerIpLimit);
+        }
+        if self.pending_handshakes() >= self.config.limits.max_pending_handshakes {
+            return Err(AcceptError::TooManyHandshakes);
+        }
+        let l = &self.config.limits;
+        if self.count_direction(Direction::Inbound) >= l.max_inbound
+            || self.open_conns() >= l.max_connections
+        {
+            let Some(victim) = self.select_eviction() else {
+                return Err(AcceptError::Full);
+            };
+            self.counters.evicted += 1;
+            self.close_conn(now, victim, GoodbyeReason::Evicted);
+        }
+        Ok(self.new_conn(now, Role::Responder, remote, None))
+    }
+
+    /// Dials `addr` now (a manual connection, not redialed when it drops; see
+    /// [`Node::add_persistent_peer`] for that). Emits [`Output::Dial`].
+    pub fn connect(
+        &mut self,
+        now: Timestamp,
+        addr: PeerAddr,
+    ) -> Result<ConnectionId, CommandError> {
+        let r = self.check_dial(now, &addr).map(|()| self.dial(now, addr));
+        self.flush(now);
+        r
+    }
+
+    fn check_dial(&self, now: Timestamp, addr: &PeerAddr) -> Result<(), CommandError> {
+        if self.shutdown.is_some() {
+            return Err(CommandError::ShuttingDown);
+        }
+        if addr.peer_id == Some(self.local_id)
+            || self.self_addrs.contains(&addr.socket)
+            || self.config.listen_addrs.contains(&addr.socket)
+        {
+            return Err(CommandError::SelfTarget);
+        }
+        if self.is_banned_ip(now, &addr.ip())
+            || addr.peer_id.is_some_and(|p| self.is_banned_peer(now, &p))
+        {
+            return Err(CommandError::Banned);
+        }
+        if addr.peer_id.is_some_and(|p| self.peers.contains_key(&p))
+            || self
+                .conns
+                .values()
+                .any(|c| !c.closed && c.direction == Direction::Outbound && c.addr == addr.socket)
+        {
+            return Err(CommandError::AlreadyConnected);
+        }
+        if self.count_direction(Direction::Outbound) >= self.config.limits.max_outbound
+            || self.open_conns() >= self.config.limits.max_connections
+        {
+            return Err(CommandError::ConnectionLimit);
+        }
+        Ok(())
+    }
+
+    fn dial(&mut self, now: Timestamp, addr: PeerAddr) -> ConnectionId {
+        let id = self.new_conn(now, Role::Initiator, addr.socket, Some(addr));
+        self.addrbook.mark_attempt(now, &addr.socket);
+        self.counters.dials += 1;
+        self.outputs.push_back(Output::Dial {
+            conn: id,
+            addr: addr.socket,
+        });
+        id
+    }
+
+    /// Adds a peer that is dialed now and redialed with backoff whenever it drops, for as
+    /// long as the node runs (bootstrap and manually added peers).
+    pub fn add_persistent_peer(&mut self, now: Timestamp, addr: PeerAddr) {
+        self.addrbook.add(now, addr, AddrSource::Manual);
+        self.persistent.entry(addr.socket).or_insert(Persistent {
+            addr,
+            backoff: Backoff::new(self.config.reconnect.clone()),
+            next_attempt: now,
+            conn: None,
+        });
+        self.schedule_maintenance(now);
+    }
+
+    /// Runs the coordinator now and asks every connected peer for addresses.
+    pub fn discover(&mut self, now: Timestamp) {
+        let ids: Vec<ConnectionId> = self.peers.values().copied().collect();
+        for id in ids {
+            self.send_get_peers(id);
+        }
+        self.schedule_maintenance(now);
+        self.flush(now);
+    }
+
+    fn schedule_maintenance(&mut self, now: Timestamp) {
+        self.timers.retain(|(_, t)| *t != Timer::Maintenance);
+        self.timers.insert((now, Timer::Maintenance));
+    }
+
+    /// Disconnects `peer` with a Goodbye. Persistent peers are redialed later.
+    pub fn disconnect(&mut self, now: Timestamp, peer: &PeerId) -> Result<(), CommandError> {
+        let id = *self
+            .peers
+            .get(peer)
+            .ok_or(CommandError::UnknownPeer(*peer))?;
+        self.close_conn(now, id, GoodbyeReason::Normal);
+        self.flush(now);
+        Ok(())
+    }
+
+    fn close_conn(&mut self, now: Timestamp, id: ConnectionId, reason: GoodbyeReason) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.conn.close(now, reason);
+            self.dirty.insert(id);
+        }
+    }
+
+    fn send_to(&mut self, id: ConnectionId, msg: Message) -> Result<(), SendError> {
+        let c = self.conns.get_mut(&id).ok_or(SendError::Closed)?;
+        let r = c.conn.send(msg);
+        self.dirty.insert(id);
+        r
+    }
+
+    fn send_get_peers(&mut self, id: ConnectionId) {
+        if self
+            .send_to(
+                id,
+                Message::GetPeers {
+                    max: MAX_PEERS_PER_MESSAGE as u32,
+                },
+            )
+            .is_ok()
+        {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.get_peers_outstanding = true;
+            }
+            self.counters.get_peers_sent += 1;
+        }
+    }
+
+    // ----- connection events -----
+
+    fn on_connection_event(&mut self, now: Timestamp, id: ConnectionId, e: ConnectionEvent) {
+        match e {
+            ConnectionEvent::Established {
+                peer,
+                hello,
+                version,
+            } => self.on_established(now, id, peer, *hello, version),
+            ConnectionEvent::Message(m) => self.on_message(now, id, m),
+            ConnectionEvent::Closed(reason) => self.on_closed(now, id, reason),
+        }
+    }
+
+    fn on_established(
+        &mut self,
+        now: Timestamp,
+        id: ConnectionId,
+        peer: PeerId,
+        hello: Hello,
+        version: u32,
+    ) {
+        if self.is_banned_peer(now, &peer) {
+            self.close_conn(now, id, GoodbyeReason::Banned);
+            return;
+        }
+        if self.shutdown.is_some() {
+            self.close_conn(now, id, GoodbyeReason::Normal);
+            return;
+        }
+        // Two connections to one identity: keep the one dialed by the smaller id, so both
+        // sides keep the same one; with the same dialer, keep the older.
+        if let Some(&existing) = self.peers.get(&peer) {
+            let dir_new = self.conns[&id].direction;
+            let dir_old = self.conns[&existing].direction;
+            let dialer = |d: Direction| match d {
+                Direction::Outbound => self.local_id,
+                Direction::Inbound => peer,
+            };
+            let keep_new = dir_new != dir_old && dialer(dir_new) < dialer(dir_old);
+            self.counters.duplicates_closed += 1;
+            if keep_new {
+                self.peers.remove(&peer);
+                if let Some(c) = self.conns.get_mut(&existing) {
+                    c.registered = false;
+                }
+                self.close_conn(now, existing, GoodbyeReason::DuplicateConnection);
+            } else {
+                self.close_conn(now, id, GoodbyeReason::DuplicateConnection);
+                return;
+            }
+        }
+        let c = self
+            .conns
+            .get_mut(&id)
+            .expect("event from a live connection");
+        c.peer = Some(peer);
+        c.registered = true;
+        c.agent = hello.agent.clone();
+        c.version = version;
+        let direction = c.direction;
+        let addr = c.addr;
+        self.peers.insert(peer, id);
+        match direction {
+            Direction::Outbound => {
+                self.counters.dials_succeeded += 1;
+                self.addrbook.mark_success(now, &addr, peer);
+                if let Some(p) = self.persistent.get_mut(&addr) {
+                    p.backoff.on_success();
+                    p.conn = Some(id);
+                }
+                // Ask outbound peers for addresses (as Bitcoin does): they are the ones we
+                // chose, so their answers are harder to poison.
+                self.send_get_peers(id);
+            }
+            Direction::Inbound => {
+                // Learn where the peer listens; an unspecified IP means "the one you see".
+                let mut new = 0;
+                for a in hello
+                    .listen_addrs
+                    .iter()
+                    .take(crate::hello::MAX_LISTEN_ADDRS)
+                {
+                    let mut a = *a;
+                    if a.ip().is_unspecified() {
+                        a.set_ip(addr.ip());
+                    }
+                    if self
+                        .addrbook
+                        .add(now, PeerAddr::pinned(peer, a), AddrSource::Inbound)
+                    {
+                        new += 1;
+                    }
+                }
+                if new > 0 {
+                    self.outputs
+                        .push_back(Output::Event(Event::AddressesDiscovered {
+                            from: Some(peer),
+                            new,
+                        }));
+                }
+            }
+        }
+        self.outputs.push_back(Output::Event(Event::PeerConnected {
+            peer,
+            conn: id,
+            addr,
+            direction,
+            agent: hello.agent,
+        }));
+        // Unicasts waiting for this peer (a reconnection) go out again now.
+        let waiting: Vec<u64> = self
+            .unicasts
+            .iter()
+            .filter(|(_, u)| u.peer == peer && u.sent_on.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        for u in waiting {
+            self.transmit_unicast(now, u);
+        }
+    }
+
+    fn on_closed(&mut self, now: Timestamp, id: ConnectionId, reason: CloseReason) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.closed = true;
+        let (peer, registered, direction, addr) = (c.peer, c.registered, c.direction, c.addr);
+        let established = c.conn.stats().connected_since.is_some();
+        if registered {
+            if let Some(p) = peer {
+                if self.peers.get(&p) == Some(&id) {
+                    self.peers.remove(&p);
+                }
+                self.outputs
+                    .push_back(Output::Event(Event::PeerDisconnected {
+                        peer: p,
+                        conn: id,
+                        reason: reason.clone(),
+                    }));
+            }
+        }
+        if reason == CloseReason::SelfConnection {
+            self.self_addrs.insert(addr);
+            self.addrbook.remove(&addr);
+        }
+        // Misbehaviour: only what the peer demonstrably did wrong, never silence (a partition
+        // looks the same) and never what it relayed.
+        if let CloseReason::ProtocolViolation(v) = &reason {
+            let score = match v {
+                Violation::Chunk(_) => self.config.bans.invalid_chunking,
+                _ => self.config.bans.protocol_violation,
+            };
+            self.count_failure(FailureKind::ProtocolViolation, Recovery::Ban);
+            self.misbehave(now, id, score, format!("{v}"));
+        }
+        if direction == Direction::Outbound && !established {
+            self.counters.dials_failed += 1;
+            if !matches!(
+                reason,
+                CloseReason::SelfConnection | CloseReason::LocalRequest(_)
+            ) {
+                self.addrbook.mark_failure(now, &addr);
+            }
+            self.outputs.push_back(Output::Event(Event::DialFailed {
+                addr,
+                reason: reason.clone(),
+            }));
+        }
+        if established && !matches!(reason, CloseReason::LocalRequest(_)) {
+            let persistent = self.persistent.contains_key(&addr);
+            self.count_failure(
+                FailureKind::ConnectionLost,
+                if persistent {
+                    Recovery::Retry
+                } else {
+                    Recovery::ReplacePeer
+                },
+            );
+        } else if !established && direction == Direction::Outbound {
+            let persistent = self.persistent.contains_key(&addr);
+            self.count_failure(
+                FailureKind::DialFailed,
+                if persistent {
+                    Recovery::Retry
+                } else {
+                    Recovery::Drop
+                },
+            );
+        }
+        if let Some(p) = self.persistent.get_mut(&addr) {
+            if p.conn == Some(id) || direction == Direction::Outbound {
+                p.conn = None;
+                let mut rng = self.rng.derive(b"backoff");
+                p.next_attempt = p.backoff.on_failure(now, &mut rng);
+                let at = p.next_attempt;
+                self.timers.insert((at, Timer::Maintenance));
+            }
+        }
+        // Requests in flight on this connection fail now.
+        let failed: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.conn == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for r in failed {
+            let req = self.requests.remove(&r).expect("present");
+            self.timers.remove(&(req.deadline, Timer::Request(r)));
+            self.outputs.push_back(Output::Event(Event::Response {
+                id: RequestId(r),
+                peer: req.peer,
+                result: Err(RequestFailure::Disconnected),
+            }));
+        }
+        // Unicasts sent on it wait for the peer to come back (or their deadline).
+        for u in self.unicasts.values_mut() {
+            if u.sent_on == Some(id) {
+                u.sent_on = None;
+            }
+        }
+        if self.shutdown.is_none() {
+            self.schedule_maintenance(now);
+        }
+    }
+
+    fn misbehave(&mut self, now: Timestamp, id: ConnectionId, score: u32, what: String) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.misbehaviour = c.misbehaviour.saturating_add(score);
+        if c.misbehaviour < self.config.bans.threshold {
+            return;
+        }
+        let (peer, ip) = (c.peer, c.addr.ip());
+        let reason = BanReason::Misbehaviour(what);
+        let duration = self.config.bans.duration;
+        if let Some(p) = peer {
+            self.ban_peer_inner(now, p, duration, reason.clone());
+        }
+        // Loopback addresses are never IP-banned, so one bad local process cannot cut a
+        // local devnet off from itself.
+        if !ip.is_loopback() {
+            self.ban_ip_inner(now, ip, duration, reason);
+        }
+    }
+
+    fn make_room_for_ban(&mut self) {
+        let max = self.config.bans.max_bans;
+        while self.peer_bans.len() + self.ip_bans.len() >= max.max(1) {
+            let p = self
+                .peer_bans
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, (t, _))| (*k, *t));
+            let i = self
+                .ip_bans
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, (t, _))| (*k, *t));
+            match (p, i) {
+                (Some((pk, pt)), Some((_, it))) if pt <= it => {
+                    self.peer_bans.remove(&pk);
+                }
+                (_, Some((ik, _))) => {
+                    self.ip_bans.remove(&ik);
+                }
+                (Some((pk, _)), None) => {
+                    self.peer_bans.remove(&pk);
+                }
+                (None, None) => break,
+            }
+        }
+    }
+
+    fn ban_peer_inner(
+        &mut self,
+        now: Timestamp,
+        peer: PeerId,
+        duration: Duration,
+        reason: BanReason,
+    ) {
+        if !self.peer_bans.contains_key(&peer) {
+            self.make_room_for_ban();
+        }
+        self.peer_bans
+            .insert(peer, (now + duration, reason.clone()));
+        self.counters.bans += 1;
+        self.outputs.push_back(Output::Event(Event::Banned {
+            peer: Some(peer),
+            ip: None,
+            duration,
+            reason,
+        }));
+        if let Some(&id) = self.peers.get(&peer) {
+            self.close_conn(now, id, GoodbyeReason::Banned);
+        }
+        // Fail unicasts to a banned peer at once.
+        let ids: Vec<u64> = self
+            .unicasts
+            .iter()
+            .filter(|(_, u)| u.peer == peer)
+            .map(|(k, _)| *k)
+            .collect();
+        for u in ids {
+            self.fail_unicast(u, UnicastFailure::Banned);
+        }
+    }
+
+    fn ban_ip_inner(&mut self, now: Timestamp, ip: IpAddr, duration: Duration, reason: BanReason) {
+        if !self.ip_bans.contains_key(&ip) {
+            self.make_room_for_ban();
+        }
+        self.ip_bans.insert(ip, (now + duration, reason.clone()));
+        self.counters.bans += 1;
+        self.outputs.push_back(Output::Event(Event::Banned {
+            peer: None,
+            ip: Some(ip),
+            duration,
+            reason,
+        }));
+        let ids: Vec<ConnectionId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closed && c.addr.ip() == ip)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in ids {
+            self.close_conn(now, id, GoodbyeReason::Banned);
+        }
+    }
+
+    /// Bans `peer` for `duration` (disconnecting it). Bans expire by themselves.
+    pub fn ban(&mut self, now: Timestamp, peer: PeerId, duration: Duration) {
+        self.ban_peer_inner(now, peer, duration, BanReason::Manual);
+        self.flush(now);
+    }
+
+    /// Bans an IP address for `duration` (disconnecting every connection from it).
+    pub fn ban_ip(&mut self, now: Timestamp, ip: IpAddr, duration: Duration) {
+        self.ban_ip_inner(now, ip, duration, BanReason::Manual);
+        self.flush(now);
+    }
+
+    /// Lifts a ban on `peer`. Returns whether there was one.
+    pub fn unban(&mut self, peer: &PeerId) -> bool {
+        self.peer_bans.remove(peer).is_some()
+    }
+
+    /// Lifts a ban on `ip`. Returns whether there was one.
+    pub fn unban_ip(&mut self, ip: &IpAddr) -> bool {
+        self.ip_bans.remove(ip).is_some()
+    }
+
+    /// Whether `peer` is banned at `now`.
+    pub fn is_banned(&self, now: Timestamp, peer: &PeerId) -> bool {
+        self.is_banned_peer(now, peer)
+    }
+
+    /// The application found a payload from `peer` invalid (the layer never judges
+    /// content itself): adds the invalid-payload score, which may ban the peer.
+    pub fn report_invalid_payload(
+        &mut self,
+        now: Timestamp,
+        peer: &PeerId,
+    ) -> Result<(), CommandError> {
+        let id = *self
+            .peers
+            .get(peer)
+            .ok_or(CommandError::UnknownPeer(*peer))?;
+        let score = self.config.bans.invalid_payload;
+        self.misbehave(
+            now,
+            id,
+            score,
+            "invalid payload reported by the application".into(),
+        );
+        self.flush(now);
+        Ok(())
+    }
+
+    fn rate_pause(&mut self, now: Timestamp, id: ConnectionId, resume_at: Timestamp) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = c.rate_paused_until {
+            if old >= resume_at {
+                return;
+            }
+            self.timers.remove(&(old, Timer::RateResume(id)));
+        } else {
+            c.conn.set_read_paused(now, true);
+            self.counters.rate_limit_pauses += 1;
+            *self.failures.entry(FailureKind::RateLimited).or_default() += 1;
+            *self.recoveries.entry(Recovery::Pause).or_default() += 1;
+        }
+        c.rate_paused_until = Some(resume_at);
+        self.timers.insert((resume_at, Timer::RateResume(id)));
+        self.dirty.insert(id);
+    }
+
+    // ----- messages -----
+
+    fn on_message(&mut self, now: Timestamp, id: ConnectionId, msg: Message) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(peer) = c.peer.filter(|_| c.registered) else {
+            return;
+        };
+        match c.limiter.on_message(now, msg.encoded_len() as u64) {
+            Verdict::Allowed => {}
+            Verdict::Pause { resume_at } => self.rate_pause(now, id, resume_at),
+            Verdict::Abuse => {
+                let score = self.config.bans.rate_limit_abuse;
+                self.misbehave(now, id, score, "sustained rate-limit abuse".into());
+            }
+        }
+        match msg {
+            Message::Transaction { data } => {
+                self.on_gossip(now, id, peer, GossipMessage::Transaction(data))
+            }
+            Message::Block { data } => self.on_gossip(now, id, peer, GossipMessage::Block(data)),
+            Message::App { kind, data } => {
+                self.on_gossip(now, id, peer, GossipMessage::App { kind, data })
+            }
+            Message::Unicast {
+                message_id,
+                kind,
+                data,
+            } => {
+                // Ack first: the application gets the event in this same step.
+                let _ = self.send_to(id, Message::Ack { message_id });
+                if self.delivered.insert(now, (peer, message_id)) {
+                    self.outputs.push_back(Output::Event(Event::Unicast {
+                        from: peer,
+                        kind,
+                        data,
+                    }));
+                } else {
+                    self.counters.unicast_duplicates += 1;
+                }
+            }
+            // An Ack for an id we no longer track is a late duplicate: harmless, ignored.
+            Message::Ack { message_id }
+                if self
+                    .unicasts
+                    .get(&message_id)
+                    .is_some_and(|u| u.peer == peer) =>
+            {
+                let u = self.unicasts.remove(&message_id).expect("present");
+                self.timers
+                    .remove(&(u.timer_at, Timer::Unicast(message_id)));
+                self.counters.unicasts_delivered += 1;
+                self.outputs
+                    .push_back(Output::Event(Event::UnicastDelivered {
+                        id: UnicastId(message_id),
+                        peer,
+                    }));
+            }
+            Message::GetBlock { request_id, hash } => {
+                self.on_request(id, peer, request_id, Request::GetBlock(hash))
+            }
+            Message::GetTransaction { request_id, hash } => {
+                self.on_request(id, peer, request_id, Request::GetTransaction(hash))
+            }
+            Message::Request {
+                request_id,
+                kind,
+                data,
+            } => self.on_request(id, peer, request_id, Request::App { kind, data }),
+            Message::Response { request_id, data } => {
+                self.on_response(now, id, peer, request_id, Ok(data))
+            }
+            Message::NotFound { request_id } => {
+                self.on_response(now, id, peer, request_id, Err(RequestFailure::NotFound))
+            }
+            Message::GetPeers { max } => self.on_get_peers(now, id, max),
+            Message::Peers { addrs } => self.on_peers(now, id, peer, addrs),
+            _ => {}
+        }
+    }
+
+    fn on_request(&mut self, id: ConnectionId, peer: PeerId, request_id: u64, request: Request) {
+        let cap = self.config.requests.max_inbound_per_peer;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.inbound_requests.len() >= cap || !c.inbound_requests.insert(request_id) {
+            // Over the cap (or a reused id): refused with NotFound, not an error.
+            self.counters.requests_refused += 1;
+            let _ = self.send_to(id, Message::NotFound { request_id });
+            return;
+        }
+        self.outputs.push_back(Output::Event(Event::Request {
+            id: InboundRequestId {
+                conn: id,
+                request_id,
+            },
+            from: peer,
+            request,
+        }));
+    }
+
+    /// Answers a peer's request: `Some(data)` sends a Response, `None` a NotFound.
+    pub fn respond(
+        &mut self,
+        now: Timestamp,
+        id: InboundRequestId,
+        answer: Option<Bytes>,
+    ) -> Result<(), CommandError> {
+        let c = self
+            .conns
+            .get_mut(&id.conn)
+            .ok_or(CommandError::UnknownId)?;
+        if !c.inbound_requests.remove(&id.request_id) {
+            return Err(CommandError::UnknownId);
+        }
+        let msg = match answer {
+            Some(data) => Message::Response {
+                request_id: id.request_id,
+                data,
+            },
+            None => Message::NotFound {
+                request_id: id.request_id,
+            },
+        };
+        let r = self.send_to(id.conn, msg).map_err(|e| self.send_error(e));
+        self.flush(now);
+        r
+    }
+
+    fn send_error(&mut self, e: SendError) -> CommandError {
+        match e {
+            SendError::TooLarge { len, max } => CommandError::TooLarge { len, max },
+            SendError::QueueFull => {
+                self.count_failure(FailureKind::QueueFull, Recovery::Drop);
+                CommandError::Full("the peer's send queue")
+            }
+            SendError::InvalidField(f) => CommandError::InvalidField(f),
+            _ => CommandError::ShuttingDown,
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        now: Timestamp,
+        id: ConnectionId,
+        peer: PeerId,
+        request_id: u64,
+        result: Result<Bytes, RequestFailure>,
+    ) {
+        match self.requests.get(&request_id) {
+            Some(r) if r.peer == peer => {
+                let r = self.requests.remove(&request_id).expect("present");
+                self.timers
+                    .remove(&(r.deadline, Timer::Request(request_id)));
+                if let Some(c) = self.conns.get_mut(&r.conn) {
+                    c.outbound_requests = c.outbound_requests.saturating_sub(1);
+                    if result.is_ok() {
+                        c.useful_at = Some(now);
+                    }
+                }
+                match &result {
+                    Ok(_) => self.counters.responses += 1,
+                    Err(_) => self.counters.not_found += 1,
+                }
+                self.outputs.push_back(Output::Event(Event::Response {
+                    id: RequestId(request_id),
+                    peer,
+                    result,
+                }));
+            }
+            _ if self.late_requests.contains(now, &(peer, request_id)) => {
+                // An answer that arrived after our timeout: honest, just slow.
+            }
+            _ => {
+                self.counters.unsolicited_responses += 1;
+                let score = self.config.bans.unsolicited_response;
+                self.misbehave(now, id, score, "unsolicited response".into());
+            }
+        }
+    }
+
+    /// Sends a request to `peer`; the answer arrives as [`Event::Response`] with the
+    /// returned id (data, NotFound, timeout or disconnection — exactly one).
+    pub fn request(
+        &mut self,
+        now: Timestamp,
+        peer: &PeerId,
+        request: Request,
+    ) -> Result<RequestId, CommandError> {
+        if self.shutdown.is_some() {
+            return Err(CommandError::ShuttingDown);
+        }
+        let id = *self
+            .peers
+            .get(peer)
+            .ok_or(CommandError::UnknownPeer(*peer))?;
+        let c = &self.conns[&id];
+        if c.outbound_requests >= self.config.requests.max_in_flight_per_peer {
+            return Err(CommandError::Full("requests in flight to this peer"));
+        }
+        let request_id = self.next_request;
+        let msg = request_to_message(request_id, &request);
+        self.send_to(id, msg).map_err(|e| self.send_error(e))?;
+        self.next_request += 1;
+        let deadline = now + self.config.requests.timeout;
+        self.requests.insert(
+            request_id,
+            PendingRequest {
+                peer: *peer,
+                conn: id,
+                deadline,
+            },
+        );
+        self.timers.insert((deadline, Timer::Request(request_id)));
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.outbound_requests += 1;
+        }
+        self.counters.requests_sent += 1;
+        self.flush(now);
+        Ok(RequestId(request_id))
+    }
+
+    fn request_timeout(&mut self, now: Timestamp, request_id: u64) {
+        let Some(r) = self.requests.get(&request_id) else {
+            return;
+        };
+        if r.deadline > now {
+            return;
+        }
+        let r = self.requests.remove(&request_id).expect("present");
+        if let Some(c) = self.conns.get_mut(&r.conn) {
+            c.outbound_requests = c.outbound_requests.saturating_sub(1);
+        }
+        self.late_requests.insert(now, (r.peer, request_id));
+        self.counters.request_timeouts += 1;
+        self.count_failure(FailureKind::RequestTimeout, Recovery::Drop);
+        self.outputs.push_back(Output::Event(Event::Response {
+            id: RequestId(request_id),
+            peer: r.peer,
+            result: Err(RequestFailure::Timeout),
+        }));
+    }
+
+    // ----- gossip -----
+
+    fn on_gossip(
+        &mut self,
+        now: Timestamp,
+        id: ConnectionId,
+        from: PeerId,
+        message: GossipMessage,
+    ) {
+        let mid = message_id(&message);
+        if !self.seen.insert(now, mid) {
+            self.counters.gossip_duplicates += 1;
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.useful_at = Some(now);
+        }
+        self.outputs.push_back(Output::Event(Event::Gossip {
+            id: mid,
+            from,
+            message: message.clone(),
+        }));
+        match self.config.gossip.relay {
+            RelayMode::Auto => self.relay(now, mid, from, &message),
+            RelayMode::Validate => {
+                self.expire_validation(now);
+                if self.pending_validation.len() >= self.config.gossip.max_pending_validation {
+                    self.counters.gossip_rejected += 1;
+                    return;
+                }
+                self.pending_validation.insert(
+                    mid,
+                    PendingValidation {
+                        from,
+                        message,
+                        deadline: now + self.config.gossip.validation_timeout,
+                    },
+                );
+            }
+        }
+    }
+
+    fn expire_validation(&mut self, now: Timestamp) {
+        let before = self.pending_validation.len();
+        self.pending_validation.retain(|_, p| p.deadline > now);
+        self.counters.gossip_rejected += (before - self.pending_validation.len()) as u64;
+    }
+
+    /// The application's verdict on gossip `id` (relay mode `validate`). Accepted messages
+    /// are relayed to every peer but the one they came from.
+    pub fn validation_result(
+        &mut self,
+        now: Timestamp,
+        id: MessageId,
+        verdict: Validation,
+    ) -> Result<(), CommandError> {
+        self.expire_validation(now);
+        let p = self
+            .pending_validation
+            .remove(&id)
+            .ok_or(CommandError::UnknownId)?;
+        match verdict {
+            Validation::Accept => self.relay(now, id, p.from, &p.message),
+            Validation::Reject | Validation::Ignore => self.counters.gossip_rejected += 1,
+        }
+        self.flush(now);
+        Ok(())
+    }
+
+    fn relay(&mut self, now: Timestamp, _id: MessageId, from: PeerId, message: &GossipMessage) {
+        let fanout = match self.config.gossip.relay_fanout {
+            0 => None,
+            n => Some(n),
+        };
+        let report = self.send_gossip(
+            now,
+            message,
+            BroadcastOptions {
+                fanout,
+                exclude: vec![from],
+                filter: None,
+            },
+        );
+        self.counters.relayed += report
+            .iter()
+            .filter(|(_, s)| *s == BroadcastStatus::Queued)
+            .count() as u64;
+    }
+
+    fn send_gossip(
+        &mut self,
+        _now: Timestamp,
+        message: &GossipMessage,
+        opts: BroadcastOptions<'_>,
+    ) -> Vec<(PeerId, BroadcastStatus)> {
+        let mut targets: Vec<(u32, u64, PeerId, ConnectionId)> = Vec::new();
+        for (peer, id) in &self.peers {
+            if opts.exclude.contains(peer) {
+                continue;
+            }
+            let c = &self.conns[id];
+            if c.conn.state() != ConnectionState::Connected {
+                continue;
+            }
+            if let Some(f) = opts.filter {
+                match self.peer_info(*id) {
+                    Some(info) if f(&info) => {}
+                    _ => continue,
+                }
+            }
+            let health = if opts.fanout.is_some() {
+                self.health(c)
+            } else {
+                0
+            };
+            targets.push((health, 0, *peer, *id));
+        }
+        if let Some(n) = opts.fanout {
+            if n < targets.len() {
+                // Healthiest first; random order among equals so load spreads.
+                for t in targets.iter_mut() {
+                    t.1 = self.rng.next_u64();
+                }
+                targets.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                targets.truncate(n);
+            }
+        }
+        let wire = gossip_to_message(message);
+        let mut out = Vec::with_capacity(targets.len());
+        for (_, _, peer, id) in targets {
+            let status = match self.send_to(id, wire.clone()) {
+                Ok(()) => BroadcastStatus::Queued,
+                Err(_) => {
+                    self.counters.gossip_dropped_queue_full += 1;
+                    self.count_failure(FailureKind::QueueFull, Recovery::Drop);
+                    BroadcastStatus::DroppedQueueFull
+                }
+            };
+            out.push((peer, status));
+        }
+        out
+    }
+
+    /// Broadcasts `message` to every connected peer (or as `opts` selects). The message id
+    /// is its content hash; peers relay it onwards and a seen-cache stops duplicates, so each
+    /// node's application sees it once. A peer whose queue is full loses this copy (counted)
+    /// and never holds up the others.
+    pub fn broadcast(
+        &mut self,
+        now: Timestamp,
+        message: GossipMessage,
+        opts: BroadcastOptions<'_>,
+    ) -> Result<BroadcastReport, CommandError> {
+        if self.shutdown.is_some() {
+            return Err(CommandError::ShuttingDown);
+        }
+        let len = gossip_to_message(&message).encoded_len();
+        if len > self.conn_config.max_message_size {
+            return Err(CommandError::TooLarge {
+                len,
+                max: self.conn_config.max_message_size,
+            });
+        }
+        let id = message_id(&message);
+        self.seen.insert(now, id);
+        let peers = self.send_gossip(now, &message, opts);
+        self.counters.broadcasts += 1;
+        self.flush(now);
+        Ok(BroadcastReport { id, peers })
+    }
+
+    // ----- unicast -----
+
+    /// Sends `data` to `peer` with delivery confirmation. The outcome arrives as
+    /// [`Event::UnicastDelivered`] or [`Event::UnicastFailed`] for the returned id. The
+    /// message is resent if no Ack arrives in time — also over a new connection after a
+    /// reconnection — and the receiver delivers it to its application at most once.
+    pub fn unicast(
+        &mut self,
+        now: Timestamp,
+        peer: &PeerId,
+        kind: crate::message::AppKind,
+        data: Bytes,
+    ) -> Result<UnicastId, CommandError> {
+        if self.shutdown.is_some() {
+            return Err(CommandError::ShuttingDown);
+        }
+        if *peer == self.local_id {
+            return Err(CommandError::SelfTarget);
+        }
+        if !self.peers.contains_key(peer) {
+            return Err(CommandError::UnknownPeer(*peer));
+        }
+        if self.unicasts.len() >= self.config.unicast.max_pending {
+            return Err(CommandError::Full("pending unicasts"));
+        }
+        let probe = Message::Unicast {
+            message_id: u64::MAX,
+            kind,
+            data: data.clone(),
+        };
+        if probe.encoded_len() > self.conn_config.max_message_size {
+            return Err(CommandError::TooLarge {
+                len: probe.encoded_len(),
+                max: self.conn_config.max_message_size,
+            });
+        }
+        let id = self.next_unicast;
+        self.next_unicast += 1;
+        let deadline = now + self.config.unicast.timeout;
+        self.unicasts.insert(
+            id,
+            PendingUnicast {
+                peer: *peer,
+                kind,
+                data,
+                attempts: 0,
+                deadline,
+                retry_at: deadline,
+                sent_on: None,
+                timer_at: deadline,
+            },
+        );
+        self.timers.insert((deadline, Timer::Unicast(id)));
+        self.counters.unicasts_sent += 1;
+        self.transmit_unicast(now, id);
+        self.flush(now);
+        Ok(UnicastId(id))
+    }
+
+    fn transmit_unicast(&mut self, now: Timestamp, id: u64) {
+        let Some(u) = self.unicasts.get(&id) else {
+            return;
+        };
+        let Some(&conn) = self.peers.get(&u.peer) else {
+            return; // waits for a reconnection or its deadline
+        };
+        let msg = Message::Unicast {
+            message_id: id,
+            kind: u.kind,
+            data: u.data.clone(),
+        };
+        if self.send_to(conn, msg).is_err() {
+            self.count_failure(FailureKind::QueueFull, Recovery::Retry);
+        }
+        let ack_timeout = self.config.unicast.ack_timeout;
+        let u = self.unicasts.get_mut(&id).expect("present");
+        if u.attempts > 0 {
+            self.counters.unicast_retries += 1;
+        }
+        u.attempts += 1;
+        u.sent_on = Some(conn);
+        u.retry_at = (now + ack_timeout).min(u.deadline);
+        self.timers.remove(&(u.timer_at, Timer::Unicast(id)));
+        u.timer_at = u.retry_at;
+        self.timers.insert((u.timer_at, Timer::Unicast(id)));
+    }
+
+    fn unicast_timer(&mut self, now: Timestamp, id: u64) {
+        let Some(u) = self.unicasts.get(&id) else {
+            return;
+        };
+        if now >= u.deadline {
+            self.fail_unicast(id, UnicastFailure::Timeout);
+            return;
+        }
+        if u.attempts >= self.config.unicast.max_attempts {
+            let a = u.attempts;
+            self.fail_unicast(id, UnicastFailure::AttemptsExhausted(a));
+            return;
+        }
+        let connected = self.peers.contains_key(&u.peer);
+        self.count_failure(FailureKind::UnicastAckTimeout, Recovery::Retry);
+        if connected {
+            self.transmit_unicast(now, id);
+        } else {
+            // Not connected: wait for the peer to come back until the deadline.
+            let u = self.unicasts.get_mut(&id).expect("present");
+            u.sent_on = None;
+            u.timer_at = u.deadline;
+            self.timers.insert((u.deadline, Timer::Unicast(id)));
+        }
+    }
+
+    fn fail_unicast(&mut self, id: u64, reason: UnicastFailure) {
+        let Some(u) = self.unicasts.remove(&id) else {
+            return;
+        };
+        self.timers.remove(&(u.timer_at, Timer::Unicast(id)));
+        self.counters.unicasts_failed += 1;
+        self.outputs.push_back(Output::Event(Event::UnicastFailed {
+            id: UnicastId(id),
+            peer: u.peer,
+            reason,
+        }));
+    }
+
+    // ----- discovery -----
+
+    fn on_get_peers(&mut self, now: Timestamp, id: ConnectionId, max: u32) {
+        let interval = self.config.discovery.answer_interval;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.answered_get_peers_at.is_some_and(|t| now < t + interval) {
+            self.counters.get_peers_ignored += 1;
+            return;
+        }
+        c.answered_get_peers_at = Some(now);
+        let asker = c.peer;
+        let n = (max as usize)
+            .min(self.config.discovery.max_peers_per_answer)
+            .min(MAX_PEERS_PER_MESSAGE);
+        let mut addrs = self.addrbook.sample(&mut self.rng, n);
+        // Never hand a peer its own address.
+        addrs.retain(|a| a.peer_id.is_none() || a.peer_id != asker);
+        self.counters.get_peers_answered += 1;
+        let _ = self.send_to(id, Message::Peers { addrs });
+    }
+
+    fn on_peers(&mut self, now: Timestamp, id: ConnectionId, from: PeerId, addrs: Vec<PeerAddr>) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let solicited = std::mem::take(&mut c.get_peers_outstanding);
+        let source_ip = c.addr.ip();
+        self.counters.addrs_received += addrs.len() as u64;
+        let mut new = 0;
+        for a in addrs {
+            if !solicited && !c.addr_budget.try_take(now, 1000) {
+                self.counters.addrs_dropped += 1;
+                continue;
+            }
+            if a.peer_id == Some(self.local_id) {
+                continue;
+            }
+            if self.addrbook.add(now, a, AddrSource::Peer(source_ip)) {
+                new += 1;
+            }
+        }
+        if new > 0 {
+            self.outputs
+                .push_back(Output::Event(Event::AddressesDiscovered {
+                    from: Some(from),
+                    new,
+                }));
+        }
+    }
+
+    /// The coordinator: runs every `discovery.interval`. Expires bans, redials persistent
+    /// peers that are due, keeps outbound connections at the target from the address book,
+    /// asks for more addresses while below target, and replaces an unhealthy outbound peer.
+    fn maintenance(&mut self, now: Timestamp) {
+        self.timers.retain(|(_, t)| *t != Timer::Maintenance);
+        if self.shutdown.is_some() {
+            return;
+        }
+        self.timers
+            .insert((now + self.config.discovery.interval, Timer::Maintenance));
+        self.peer_bans.retain(|_, (until, _)| *until > now);
+        self.ip_bans.retain(|_, (until, _)| *until > now);
+        self.expire_validation(now);
+        let mut dials = self.config.discovery.max_dials_per_interval;
+
+        // Persistent peers first: they are why the node exists on this network.
+        let due: Vec<SocketAddr> = self
+            .persistent
+            .iter()
+            .filter(|(_, p)| p.conn.is_none() && p.next_attempt <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for a in due {
+            if dials == 0 || self.pending_handshakes() >= self.config.limits.max_pending_handshakes
+            {
+                break;
+            }
+            let addr = self.persistent[&a].addr;
+            let connected = addr.peer_id.is_some_and(|p| self.peers.contains_key(&p))
+                || self.conns.values().any(|c| !c.closed && c.addr == a);
+            if connected {
+                continue;
+            }
+            if self.check_dial(now, &addr).is_ok() {
+                let id = self.dial(now, addr);
+                let p = self.persistent.get_mut(&a).expect("present");
+                if p.backoff.failures() > 0 {
+                    self.counters.reconnects += 1;
+                }
+                p.conn = Some(id);
+                dials -= 1;
+            }
+        }
+
+        // Keep outbound connections at the target, preferring netgroups we lack.
+        let target = self.config.limits.target_outbound;
+        let mut tries = dials * 4;
+        while dials > 0
+            && tries > 0
+            && self.count_direction(Direction::Outbound) < target
+            && self.pending_handshakes() < self.config.limits.max_pending_handshakes
+        {
+            tries -= 1;
+            let avoid: BTreeSet<addrbook::NetGroup> = self
+                .conns
+                .values()
+                .filter(|c| !c.closed && c.direction == Direction::Outbound)
+                .map(|c| addrbook::netgroup(c.addr.ip()))
+                .collect();
+            let conns = &self.conns;
+            let peers = &self.peers;
+            let self_addrs = &self.self_addrs;
+            let listen = &self.config.listen_addrs;
+            let local = self.local_id;
+            let Some(addr) = self.addrbook.select(
+                now,
+                &mut self.rng,
+                |a: &PeerAddr| {
+                    a.peer_id == Some(local)
+                        || a.peer_id.is_some_and(|p| peers.contains_key(&p))
+                        || self_addrs.contains(&a.socket)
+                        || listen.contains(&a.socket)
+                        || conns.values().any(|c| !c.closed && c.addr == a.socket)
+                },
+                &avoid,
+            ) else {
+                break;
+            };
+            if self.check_dial(now, &addr).is_ok() {
+                self.dial(now, addr);
+                dials -= 1;
+            } else {
+                // Selected but not dialable (banned, …): make sure it is not picked forever.
+                self.addrbook.mark_attempt(now, &addr.socket);
+            }
+        }
+
+        // Ask for addresses while below target.
+        if self.count_direction(Direction::Outbound) < target
+            && self
+                .last_get_peers
+                .is_none_or(|t| now >= t + self.config.discovery.get_peers_interval)
+            && !self.peers.is_empty()
+        {
+            let ids: Vec<ConnectionId> = self.peers.values().copied().collect();
+            let pick = ids[self.rng.below(ids.len() as u64) as usize];
+            self.send_get_peers(pick);
+            self.last_get_peers = Some(now);
+        }
+
+        self.replace_unhealthy(now);
+    }
+
+    fn replace_unhealthy(&mut self, now: Timestamp) {
+        let h = &self.config.health;
+        let outbound_connected = self
+            .peers
+            .values()
+            .filter(|id| self.conns[*id].direction == Direction::Outbound)
+            .count();
+        if outbound_connected < self.config.limits.target_outbound || self.addrbook.is_empty() {
+            return;
+        }
+        let worst = self
+            .peers
+            .values()
+            .filter_map(|id| {
+                let c = &self.conns[id];
+                let old_enough = c
+                    .conn
+                    .stats()
+                    .connected_since
+                    .is_some_and(|t| now >= t + h.min_age);
+                (c.direction == Direction::Outbound
+                    && old_enough
+                    && !self.persistent.contains_key(&c.addr))
+                .then(|| (self.health(c), *id))
+            })
+            .min();
+        if let Some((score, id)) = worst {
+            if score < h.replace_below {
+                self.counters.replaced_unhealthy += 1;
+                self.close_conn(now, id, GoodbyeReason::Normal);
+            }
+        }
+    }
+
+    // ----- eviction -----
+
+    fn select_eviction(&self) -> Option<ConnectionId> {
+        let candidates: Vec<eviction::Candidate> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                !c.closed
+                    && c.registered
+                    && c.direction == Direction::Inbound
+                    && !self.persistent.contains_key(&c.addr)
+            })
+            .map(|(id, c)| eviction::Candidate {
+                id: *id,
+                netgroup: addrbook::netgroup(c.addr.ip()),
+                connected_at: c.conn.stats().connected_since.unwrap_or(c.created_at),
+                rtt: c.conn.stats().srtt,
+                useful_at: c.useful_at,
+            })
+            .collect();
+        let l = &self.config.limits;
+        eviction::select(
+            candidates,
+            eviction::Protection {
+                by_rtt: l.protect_by_rtt,
+                by_usefulness: l.protect_by_usefulness,
+                by_uptime: l.protect_by_uptime,
+            },
+        )
+    }
+
+    // ----- persistence -----
+
+    /// The address book and the active bans as CBOR bytes, for the adapter to write to disk
+    /// (atomically) and hand back to [`Node::restore`] after a restart. Times are stored as
+    /// durations relative to `now`, since the clock's epoch does not survive a restart.
+    pub fn snapshot(&self, now: Timestamp) -> Vec<u8> {
+        let remaining = |until: Timestamp| until.saturating_duration_since(now).as_millis() as u64;
+        let mut bans: Vec<BanEntry> = self
+            .peer_bans
+            .iter()
+            .filter(|(_, (until, _))| *until > now)
+            .map(|(p, (until, reason))| BanEntry {
+                peer: Some(*p),
+                ip: None,
+                remaining_ms: remaining(*until),
+                reason: reason.clone(),
+            })
+            .collect();
+        bans.extend(
+            self.ip_bans
+                .iter()
+                .filter(|(_, (until, _))| *until > now)
+                .map(|(ip, (until, reason))| BanEntry {
+                    peer: None,
+                    ip: Some(*ip),
+                    remaining_ms: remaining(*until),
+                    reason: reason.clone(),
+                }),
+        );
+        let snapshot = NodeSnapshot {
+            version: NODE_SNAPSHOT_VERSION,
+            address_book: Bytes::from(self.addrbook.snapshot()),
+            bans,
+        };
+        let mut out = Vec::new();
+        ciborium::into_writer(&snapshot, &mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Restores a [`Node::snapshot`]: replaces the address book and adds the bans (within
+    /// `bans.max_bans`). A corrupt snapshot is refused with a reason and changes nothing.
+    /// Call it right after [`Node::new`].
+    pub fn restore(&mut self, now: Timestamp, bytes: &[u8]) -> Result<(), NodeSnapshotError> {
+        let snapshot: NodeSnapshot = ciborium::from_reader(bytes)
+            .map_err(|e| NodeSnapshotError::Malformed(e.to_string()))?;
+        if snapshot.version != NODE_SNAPSHOT_VERSION {
+            return Err(NodeSnapshotError::WrongVersion(snapshot.version));
+        }
+        for b in &snapshot.bans {
+            if b.peer.is_some() == b.ip.is_some() {
+                return Err(NodeSnapshotError::Malformed(
+                    "a ban names exactly one of peer and ip".into(),
+                ));
+            }
+        }
+        let mut book = AddressBook::restore(
+            self.config.address_book.clone(),
+            self.rng.derive_seed(b"addrbook"),
+            &snapshot.address_book,
+        )?;
+        // Persistent peers stay known whatever the snapshot says.
+        for p in self.persistent.values() {
+            book.add(now, p.addr, AddrSource::Manual);
+        }
+        self.addrbook = book;
+        for b in snapshot.bans.into_iter().take(self.config.bans.max_bans) {
+            let until = now + Duration::from_millis(b.remaining_ms);
+            if let Some(p) = b.peer {
+                self.make_room_for_ban();
+                self.peer_bans.insert(p, (until, b.reason));
+            } else if let Some(ip) = b.ip {
+                self.make_room_for_ban();
+                self.ip_bans.insert(ip, (until, b.reason));
+            }
+        }
+        Ok(())
+    }
+
+    // ----- shutdown -----
+
+    /// Shuts down gracefully: stops accepting and discovering, flushes every connection's
+    /// queue (unicasts included) until `grace` passes, sends Goodbye to every peer, closes
+    /// everything, and emits exactly one [`Event::ShutdownComplete`]. Calling it again does
+    /// nothing.
+    pub fn shutdown(&mut self, now: Timestamp, grace: Duration) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let deadline = now + grace;
+        let mut report = ShutdownReport::default();
+        let mut queued = 0;
+        let ids: Vec<ConnectionId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let c = self.conns.get_mut(&id).expect("present");
+            if c.closed {
+                continue;
+            }
+            queued += c.conn.queued_messages() as u64;
+            if c.conn.state() == ConnectionState::Connected {
+                report.peers_closed += 1;
+            }
+            c.conn.close_gracefully(now, deadline);
+            self.dirty.insert(id);
+        }
+        self.timers
+            .retain(|(_, t)| matches!(t, Timer::Conn(_) | Timer::Unicast(_) | Timer::Request(_)));
+        self.shutdown = Some(ShutdownState {
+            deadline,
+            report,
+            queued_at_start: queued,
+            done: false,
+        });
+        self.flush(now);
+    }
+
+    fn check_shutdown_complete(&mut self) {
+        let Some(s) = &self.shutdown else { return };
+        if s.done || self.conns.values().any(|c| !c.closed) || !self.dirty.is_empty() {
+            return;
+        }
+        let unicasts: Vec<u64> = self.unicasts.keys().copied().collect();
+        let unicasts_failed = unicasts.len();
+        for u in unicasts {
+            self.fail_unicast(u, UnicastFailure::Shutdown);
+        }
+        let requests: Vec<(u64, PeerId)> =
+            self.requests.iter().map(|(k, r)| (*k, r.peer)).collect();
+        let requests_failed = requests.len();
+        for (r, peer) in requests {
+            self.requests.remove(&r);
+            self.outputs.push_back(Output::Event(Event::Response {
+                id: RequestId(r),
+                peer,
+                result: Err(RequestFailure::Shutdown),
+            }));
+        }
+        self.timers.clear();
+        let s = self.shutdown.as_mut().expect("checked");
+        s.done = true;
+        let mut report = s.report.clone();
+        report.messages_dropped = self.dropped_at_close;
+        report.messages_flushed = s.queued_at_start.saturating_sub(report.messages_dropped);
+        report.unicasts_failed = unicasts_failed;
+        report.requests_failed = requests_failed;
+        let _ = s.deadline;
+        self.outputs
+            .push_back(Output::Event(Event::ShutdownComplete(report)));
+    }
+}

@@ -393,18 +393,24 @@ impl RawPeer {
         now: Timestamp,
         events: &mut Vec<ConnectionEvent>,
     ) -> RawPeer {
-        let key = keypair(99);
+        RawPeer::connect_with(keypair(99), |bytes| {
+            victim.handle_bytes(now, bytes);
+            collect(victim, events)
+        })
+    }
+
+    /// Completes a handshake as initiator with key `key`, `exchange` delivering our bytes
+    /// to the responder and returning what it sent back.
+    pub fn connect_with(key: Keypair, mut exchange: impl FnMut(&[u8]) -> Vec<u8>) -> RawPeer {
         let mut hs = raw_builder(&key).build_initiator().unwrap();
         let mut buf = vec![0u8; 65535];
         let n = hs.write_message(&[], &mut buf).unwrap();
-        victim.handle_bytes(now, &packet(&buf[..n]));
-        let reply = collect(victim, events);
+        let reply = exchange(&packet(&buf[..n]));
         let mut payload = vec![0u8; 65535];
         hs.read_message(first_packet_body(&reply), &mut payload)
             .unwrap();
         let n = hs.write_message(&hello("raw").encode(), &mut buf).unwrap();
-        victim.handle_bytes(now, &packet(&buf[..n]));
-        collect(victim, events);
+        exchange(&packet(&buf[..n]));
         RawPeer {
             transport: Some(hs.into_transport_mode().unwrap()),
             key,
@@ -445,3 +451,4 @@ pub fn victim(config: ConnectionConfig) -> Connection {
         Timestamp::ZERO,
     )
 }
+pub mod net;

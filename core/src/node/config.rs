@@ -1,0 +1,538 @@
+//! The node's configuration: every limit and interval of the node level, with documented
+//! defaults, parsed from TOML text and validated. The adapter reads the file; the core parses
+//! and checks it, so every runtime gets the same rules and the same error messages.
+
+use std::time::Duration;
+
+use crate::addr::PeerAddr;
+use crate::config::{duration_ms, ConfigError, ConnectionConfig};
+use crate::hello::{Capabilities, MAX_AGENT_LEN, MAX_LISTEN_ADDRS, MAX_NETWORK_ID_LEN};
+use crate::node::addrbook::AddressBookConfig;
+use crate::node::backoff::BackoffConfig;
+use crate::node::ratelimit::RateLimitConfig;
+
+/// Everything a [`crate::node::Node`] needs to know, with a default for every field.
+///
+/// In TOML, top-level keys come first and each sub-structure is a table (`[limits]`,
+/// `[discovery]`, …). Unknown keys are an error, not ignored. Durations are integers in
+/// milliseconds with an `_ms` suffix.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Nodes on different networks never talk. Default `"silver-devnet"`.
+    pub network_id: String,
+    /// Software name sent in the Hello. Default `"silver-p2p/<version>"`.
+    pub agent: String,
+    /// Feature bits sent in the Hello. Default: all this version knows.
+    pub capabilities: Capabilities,
+    /// Addresses we announce to peers (where we accept connections). Default: none.
+    pub listen_addrs: Vec<std::net::SocketAddr>,
+    /// Bootstrap peers: dialed at start, redialed with backoff forever (persistent).
+    pub bootstrap: Vec<PeerAddr>,
+    /// Connection counts.
+    pub limits: LimitsConfig,
+    /// Peer discovery.
+    pub discovery: DiscoveryConfig,
+    /// The address book.
+    pub address_book: AddressBookConfig,
+    /// Redialing persistent peers.
+    pub reconnect: BackoffConfig,
+    /// Per-peer and global rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Broadcast (gossip).
+    pub gossip: GossipConfig,
+    /// Unicast with delivery confirmation.
+    pub unicast: UnicastConfig,
+    /// Request/response.
+    pub requests: RequestConfig,
+    /// Misbehaviour and bans.
+    pub bans: BanConfig,
+    /// Health monitoring.
+    pub health: HealthConfig,
+    /// Per-connection limits and intervals.
+    pub connection: ConnectionConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            network_id: "silver-devnet".into(),
+            agent: concat!("silver-p2p/", env!("CARGO_PKG_VERSION")).into(),
+            capabilities: Capabilities::ALL,
+            listen_addrs: Vec::new(),
+            bootstrap: Vec::new(),
+            limits: LimitsConfig::default(),
+            discovery: DiscoveryConfig::default(),
+            address_book: AddressBookConfig::default(),
+            reconnect: BackoffConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            gossip: GossipConfig::default(),
+            unicast: UnicastConfig::default(),
+            requests: RequestConfig::default(),
+            bans: BanConfig::default(),
+            health: HealthConfig::default(),
+            connection: ConnectionConfig::default(),
+        }
+    }
+}
+
+/// Connection counts and eviction protection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most connections of any kind, handshaking included. Default 125.
+    pub max_connections: usize,
+    /// Most inbound connections. Default 117.
+    pub max_inbound: usize,
+    /// Outbound connections the node works to keep. Default 8.
+    pub target_outbound: usize,
+    /// Most outbound connections (manual and persistent peers may take the node above the
+    /// target, up to this). Default 12.
+    pub max_outbound: usize,
+    /// Most connections still connecting or handshaking at once. Default 32.
+    pub max_pending_handshakes: usize,
+    /// Most inbound connections from one IP address. Default 4.
+    pub max_inbound_per_ip: usize,
+    /// Inbound peers protected from eviction by lowest smoothed RTT. Default 8.
+    pub protect_by_rtt: usize,
+    /// Inbound peers protected from eviction by most recent useful message. Default 4.
+    pub protect_by_usefulness: usize,
+    /// Inbound peers protected from eviction by longest connection time. Default 8.
+    pub protect_by_uptime: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 125,
+            max_inbound: 117,
+            target_outbound: 8,
+            max_outbound: 12,
+            max_pending_handshakes: 32,
+            max_inbound_per_ip: 4,
+            protect_by_rtt: 8,
+            protect_by_usefulness: 4,
+            protect_by_uptime: 8,
+        }
+    }
+}
+
+/// Peer discovery and the coordinator's schedule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// How often the coordinator runs (dials, GetPeers, replacement). Default 1 s.
+    #[serde(with = "duration_ms", rename = "interval_ms")]
+    pub interval: Duration,
+    /// While below the outbound target, ask one connected peer for addresses this often.
+    /// Default 30 s.
+    #[serde(with = "duration_ms", rename = "get_peers_interval_ms")]
+    pub get_peers_interval: Duration,
+    /// A connection's GetPeers is answered at most once per this interval. Default 600 s.
+    #[serde(with = "duration_ms", rename = "answer_interval_ms")]
+    pub answer_interval: Duration,
+    /// Most addresses in one Peers answer (the protocol caps it at 1000). Default 1000.
+    pub max_peers_per_answer: usize,
+    /// Unsolicited addresses accepted per peer and second (token bucket). Default 1/10 s,
+    /// written as 100 (milli-addresses per second).
+    pub unsolicited_addrs_per_ksec: u64,
+    /// Burst of unsolicited addresses per peer. Default 1000.
+    pub unsolicited_addrs_burst: u64,
+    /// New dials the coordinator starts per run. Default 8.
+    pub max_dials_per_interval: usize,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            interval: Duration::from_secs(1),
+            get_peers_interval: Duration::from_secs(30),
+            answer_interval: Duration::from_secs(600),
+            max_peers_per_answer: 1000,
+            unsolicited_addrs_per_ksec: 100,
+            unsolicited_addrs_burst: 1000,
+            max_dials_per_interval: 8,
+        }
+    }
+}
+
+/// When received gossip is relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayMode {
+    /// Relay every new message at once.
+    Auto,
+    /// Relay only after the application accepts it (`Node::validation_result`).
+    Validate,
+}
+
+/// Broadcast (gossip).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipConfig {
+    /// Message ids remembered to drop duplicates. Default 65,536.
+    pub seen_cache_size: usize,
+    /// How long a message id is remembered. Default 10 min.
+    #[serde(with = "duration_ms", rename = "seen_ttl_ms")]
+    pub seen_ttl: Duration,
+    /// `auto` or `validate`. Default `auto`.
+    pub relay: RelayMode,
+    /// Messages awaiting the application's verdict in `validate` mode. Default 4096.
+    pub max_pending_validation: usize,
+    /// A message not judged within this time is dropped. Default 10 s.
+    #[serde(with = "duration_ms", rename = "validation_timeout_ms")]
+    pub validation_timeout: Duration,
+    /// Peers a relay goes to (0 = all). Default 0.
+    pub relay_fanout: usize,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            seen_cache_size: 65_536,
+            seen_ttl: Duration::from_secs(600),
+            relay: RelayMode::Auto,
+            max_pending_validation: 4096,
+            validation_timeout: Duration::from_secs(10),
+            relay_fanout: 0,
+        }
+    }
+}
+
+/// Unicast with delivery confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnicastConfig {
+    /// Time to wait for an Ack before resending. Default 2 s.
+    #[serde(with = "duration_ms", rename = "ack_timeout_ms")]
+    pub ack_timeout: Duration,
+    /// Most transmissions of one message. Default 5.
+    pub max_attempts: u32,
+    /// A message not acknowledged within this time fails. Default 30 s.
+    #[serde(with = "duration_ms", rename = "timeout_ms")]
+    pub timeout: Duration,
+    /// Unicasts awaiting an Ack, node-wide. Default 16,384.
+    pub max_pending: usize,
+    /// (sender, id) pairs remembered to deliver a retried message at most once. Default
+    /// 65,536.
+    pub dedup_cache_size: usize,
+    /// How long a delivered id is remembered (at least `timeout`). Default 120 s.
+    #[serde(with = "duration_ms", rename = "dedup_ttl_ms")]
+    pub dedup_ttl: Duration,
+}
+
+impl Default for UnicastConfig {
+    fn default() -> Self {
+        UnicastConfig {
+            ack_timeout: Duration::from_secs(2),
+            max_attempts: 5,
+            timeout: Duration::from_secs(30),
+            max_pending: 16_384,
+            dedup_cache_size: 65_536,
+            dedup_ttl: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Request/response.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestConfig {
+    /// A request unanswered this long fails with a timeout. Default 10 s.
+    #[serde(with = "duration_ms", rename = "timeout_ms")]
+    pub timeout: Duration,
+    /// Our requests in flight to one peer; more are refused. Default 16.
+    pub max_in_flight_per_peer: usize,
+    /// A peer's requests awaiting our answer; more are refused with NotFound. Default 32.
+    pub max_inbound_per_peer: usize,
+}
+
+impl Default for RequestConfig {
+    fn default() -> Self {
+        RequestConfig {
+            timeout: Duration::from_secs(10),
+            max_in_flight_per_peer: 16,
+            max_inbound_per_peer: 32,
+        }
+    }
+}
+
+/// Misbehaviour scores and bans.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BanConfig {
+    /// A peer whose score reaches this is disconnected and banned. Default 100.
+    pub threshold: u32,
+    /// Score of a protocol violation (malformed frames, bad handshake). Default 100.
+    pub protocol_violation: u32,
+    /// Score of broken chunking. Default 100.
+    pub invalid_chunking: u32,
+    /// Score of sustained rate-limit abuse. Default 50.
+    pub rate_limit_abuse: u32,
+    /// Score of a response to a request we never sent. Default 20.
+    pub unsolicited_response: u32,
+    /// Score of an invalid payload the application reports. Default 50.
+    pub invalid_payload: u32,
+    /// How long a misbehaviour ban lasts. Default 1 h.
+    #[serde(with = "duration_ms", rename = "duration_ms")]
+    pub duration: Duration,
+    /// Most bans kept; the one expiring first is dropped to make room. Default 10,000.
+    pub max_bans: usize,
+}
+
+impl Default for BanConfig {
+    fn default() -> Self {
+        BanConfig {
+            threshold: 100,
+            protocol_violation: 100,
+            invalid_chunking: 100,
+            rate_limit_abuse: 50,
+            unsolicited_response: 20,
+            invalid_payload: 50,
+            duration: Duration::from_secs(3600),
+            max_bans: 10_000,
+        }
+    }
+}
+
+/// Health monitoring and replacement of unhealthy outbound peers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// An outbound peer scoring below this (0..=100) is replaced when a candidate exists.
+    /// Default 30.
+    pub replace_below: u32,
+    /// Peers younger than this are never replaced. Default 120 s.
+    #[serde(with = "duration_ms", rename = "min_age_ms")]
+    pub min_age: Duration,
+    /// An RTT at or above this scores zero for latency. Default 2 s.
+    #[serde(with = "duration_ms", rename = "bad_rtt_ms")]
+    pub bad_rtt: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            replace_below: 30,
+            min_age: Duration::from_secs(120),
+            bad_rtt: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a configuration text could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigParseError {
+    /// Not valid TOML, a wrong type, or an unknown key (the parser names it).
+    #[error("{0}")]
+    Syntax(String),
+    /// Valid TOML that breaks a rule.
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+}
+
+fn prefixed(prefix: &str, r: Result<(), ConfigError>) -> Result<(), ConfigError> {
+    r.map_err(|e| {
+        if e.field.starts_with(prefix) {
+            e
+        } else {
+            ConfigError::new(format!("{prefix}.{}", e.field), e.rule)
+        }
+    })
+}
+
+impl NodeConfig {
+    /// Parses TOML text and validates the result.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigParseError> {
+        let config: NodeConfig =
+            toml::from_str(text).map_err(|e| ConfigParseError::Syntax(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML text (every key, defaults included).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks every rule; the first broken one is returned, naming the field and the rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.network_id.is_empty() || self.network_id.len() > MAX_NETWORK_ID_LEN {
+            return Err(ConfigError::new(
+                "network_id",
+                format!("must be 1..={MAX_NETWORK_ID_LEN} bytes"),
+            ));
+        }
+        if self.agent.len() > MAX_AGENT_LEN {
+            return Err(ConfigError::new(
+                "agent",
+                format!("longer than {MAX_AGENT_LEN} bytes"),
+            ));
+        }
+        if self.listen_addrs.len() > MAX_LISTEN_ADDRS {
+            return Err(ConfigError::new(
+                "listen_addrs",
+                format!("more than {MAX_LISTEN_ADDRS} addresses"),
+            ));
+        }
+        let l = &self.limits;
+        let over = |field: &str, a: usize, other: &str, b: usize| {
+            Err(ConfigError::new(
+                format!("limits.{field}"),
+                format!("{field} ({a}) exceeds {other} ({b})"),
+            ))
+        };
+        if l.max_connections == 0 {
+            return Err(ConfigError::new(
+                "limits.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if l.max_inbound > l.max_connections {
+            return over(
+                "max_inbound",
+                l.max_inbound,
+                "max_connections",
+                l.max_connections,
+            );
+        }
+        if l.max_outbound > l.max_connections {
+            return over(
+                "max_outbound",
+                l.max_outbound,
+                "max_connections",
+                l.max_connections,
+            );
+        }
+        if l.target_outbound > l.max_outbound {
+            return over(
+                "target_outbound",
+                l.target_outbound,
+                "max_outbound",
+                l.max_outbound,
+            );
+        }
+        if l.max_pending_handshakes == 0 {
+            return Err(ConfigError::new(
+                "limits.max_pending_handshakes",
+                "must be at least 1",
+            ));
+        }
+        let d = &self.discovery;
+        if d.interval.is_zero() || d.get_peers_interval.is_zero() {
+            return Err(ConfigError::new(
+                "discovery",
+                "interval_ms and get_peers_interval_ms must be greater than zero",
+            ));
+        }
+        if d.max_peers_per_answer > crate::message::MAX_PEERS_PER_MESSAGE {
+            return Err(ConfigError::new(
+                "discovery.max_peers_per_answer",
+                format!(
+                    "max_peers_per_answer ({}) exceeds the protocol limit ({})",
+                    d.max_peers_per_answer,
+                    crate::message::MAX_PEERS_PER_MESSAGE
+                ),
+            ));
+        }
+        let g = &self.gossip;
+        if g.seen_cache_size == 0 || g.seen_ttl.is_zero() {
+            return Err(ConfigError::new(
+                "gossip.seen_cache_size",
+                "seen_cache_size and seen_ttl_ms must be greater than zero",
+            ));
+        }
+        let u = &self.unicast;
+        if u.max_attempts == 0 || u.ack_timeout.is_zero() || u.max_pending == 0 {
+            return Err(ConfigError::new(
+                "unicast",
+                "max_attempts, ack_timeout_ms and max_pending must be greater than zero",
+            ));
+        }
+        if u.dedup_ttl < u.timeout {
+            return Err(ConfigError::new(
+                "unicast.dedup_ttl_ms",
+                format!(
+                    "dedup_ttl ({:?}) is below timeout ({:?}): a retry could be delivered twice",
+                    u.dedup_ttl, u.timeout
+                ),
+            ));
+        }
+        if u.dedup_cache_size == 0 {
+            return Err(ConfigError::new(
+                "unicast.dedup_cache_size",
+                "must be at least 1",
+            ));
+        }
+        let r = &self.requests;
+        if r.timeout.is_zero() || r.max_in_flight_per_peer == 0 {
+            return Err(ConfigError::new(
+                "requests",
+                "timeout_ms and max_in_flight_per_peer must be greater than zero",
+            ));
+        }
+        if self.bans.threshold == 0 {
+            return Err(ConfigError::new("bans.threshold", "must be at least 1"));
+        }
+        if self.health.replace_below > 100 {
+            return Err(ConfigError::new(
+                "health.replace_below",
+                "must be within 0..=100",
+            ));
+        }
+        prefixed("address_book", self.address_book.validate())?;
+        prefixed("reconnect", self.reconnect.validate())?;
+        prefixed("rate_limit", self.rate_limit.validate())?;
+        prefixed("connection", self.connection.validate())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let c = NodeConfig::default();
+        c.validate().unwrap();
+        let text = c.to_toml();
+        assert_eq!(NodeConfig::from_toml(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn partial_toml_keeps_defaults() {
+        let c = NodeConfig::from_toml(
+            "network_id = \"x\"\n[limits]\ntarget_outbound = 4\n[connection]\nping_interval_ms = 5000\n",
+        )
+        .unwrap();
+        assert_eq!(c.network_id, "x");
+        assert_eq!(c.limits.target_outbound, 4);
+        assert_eq!(c.limits.max_connections, 125);
+        assert_eq!(c.connection.ping_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn rule_errors_name_field_and_rule() {
+        let e = NodeConfig::from_toml("[limits]\nmax_outbound = 12\nmax_connections = 10\nmax_inbound = 10\ntarget_outbound = 8\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "limits.max_outbound: max_outbound (12) exceeds max_connections (10)"
+        );
+        let e = NodeConfig::from_toml("[connection]\nidle_timeout_ms = 1000\n").unwrap_err();
+        assert!(e.to_string().starts_with("connection.idle_timeout"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_errors() {
+        let e = NodeConfig::from_toml("[limits]\nmax_peers = 3\n").unwrap_err();
+        assert!(matches!(e, ConfigParseError::Syntax(_)));
+        assert!(e.to_string().contains("max_peers"), "{e}");
+        let e = NodeConfig::from_toml("network_id = 5\n").unwrap_err();
+        assert!(matches!(e, ConfigParseError::Syntax(_)));
+        let e = NodeConfig::from_toml("bootstrap = [\"nonsense\"]\n").unwrap_err();
+        assert!(e.to_string().contains("nonsense"), "{e}");
+    }
+}

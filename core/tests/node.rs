@@ -1,0 +1,737 @@
+//! Multi-node tests: 3 to 50 nodes joined by an in-memory router in virtual time.
+
+mod common;
+
+use std::time::Duration;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use common::net::*;
+use silver_p2p_core::node::*;
+use silver_p2p_core::*;
+
+#[test]
+fn discovery_from_one_bootstrap_reaches_the_target_degree_everywhere() {
+    let mut net = Net::star(30, |_, c| {
+        c.limits.target_outbound = 4;
+    });
+    net.run_for(Duration::from_secs(120));
+    // The bootstrap node's degree is its inbound peers (everyone dialed it first, so it
+    // cannot dial them back: one connection per identity); every other node dials 4.
+    assert!(net.nodes[0].node.peers().len() >= 4);
+    for i in 1..30 {
+        assert!(
+            net.outbound(i) >= 4,
+            "node {i} has {} outbound peers",
+            net.outbound(i)
+        );
+        assert!(net.nodes[i].node.address_book().len() >= 4);
+    }
+    // The bootstrap node is not everyone's only peer: the graph spread out.
+    let boot = net.id(0);
+    let through_boot = (1..30)
+        .filter(|i| net.nodes[*i].node.peers().iter().all(|p| p.peer == boot))
+        .count();
+    assert_eq!(through_boot, 0);
+}
+
+#[test]
+fn a_broadcast_reaches_every_node_exactly_once() {
+    let mut net = Net::star(20, |_, c| c.limits.target_outbound = 3);
+    net.run_for(Duration::from_secs(60));
+    let msg = GossipMessage::Block(Bytes::from_static(b"block 1"));
+    let report = net
+        .with(7, |n, now| {
+            n.broadcast(now, msg.clone(), BroadcastOptions::default())
+        })
+        .unwrap();
+    assert!(report.queued() >= 3);
+    net.run_for(Duration::from_secs(5));
+    for i in 0..20 {
+        let expected = if i == 7 { 0 } else { 1 };
+        assert_eq!(net.gossip_count(i, &report.id), expected, "node {i}");
+    }
+    let dups: u64 = (0..20)
+        .map(|i| net.nodes[i].node.stats(net.now).counters.gossip_duplicates)
+        .sum();
+    assert!(
+        dups > 0,
+        "flooding sends duplicates that the seen-cache drops"
+    );
+    // Never echoed to its source: node 7 received no copy.
+    assert_eq!(
+        net.nodes[7].node.stats(net.now).counters.gossip_duplicates,
+        0
+    );
+}
+
+#[test]
+fn a_large_block_broadcast_arrives_whole_everywhere() {
+    let mut net = Net::star(6, |_, c| c.limits.target_outbound = 2);
+    net.run_for(Duration::from_secs(30));
+    let block = GossipMessage::Block(Bytes::from(vec![3u8; 1 << 20]));
+    let r = net
+        .with(1, |n, now| {
+            n.broadcast(now, block.clone(), BroadcastOptions::default())
+        })
+        .unwrap();
+    net.run_for(Duration::from_secs(10));
+    for i in [0, 2, 3, 4, 5] {
+        assert_eq!(net.gossip_count(i, &r.id), 1);
+    }
+}
+
+#[test]
+fn a_unicast_is_delivered_once_although_its_connection_drops() {
+    let mut net = Net::star(3, |_, c| {
+        c.limits.target_outbound = 1;
+        c.unicast.ack_timeout = Duration::from_millis(500);
+    });
+    net.run_for(Duration::from_secs(10));
+    let (a, b) = (1, 0); // node 1 is connected to the bootstrap node 0 (persistent)
+    let peer_b = net.id(b);
+    assert!(net.nodes[a].node.is_connected(&peer_b));
+    // The Ack from b is lost, then the connection resets.
+    net.cut.insert((b, a));
+    let id = net
+        .with(a, |n, now| {
+            n.unicast(now, &peer_b, 9, Bytes::from_static(b"pay 5"))
+        })
+        .unwrap();
+    net.run_for(Duration::from_millis(100));
+    net.reset_links(a, b);
+    net.cut.clear();
+    net.run_for(Duration::from_secs(20));
+    let delivered: Vec<_> = net.nodes[b]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Unicast { kind: 9, .. }))
+        .collect();
+    assert_eq!(
+        delivered.len(),
+        1,
+        "delivered exactly once to the application"
+    );
+    assert!(net.nodes[a]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::UnicastDelivered { id: d, .. } if *d == id)));
+    let s = net.nodes[b].node.stats(net.now);
+    assert!(
+        s.counters.unicast_duplicates >= 1,
+        "the retry was suppressed at the receiver"
+    );
+    assert!(net.nodes[a].node.stats(net.now).counters.unicast_retries >= 1);
+}
+
+#[test]
+fn a_unicast_to_an_unreachable_peer_fails_with_a_reason() {
+    let mut net = Net::star(2, |_, c| {
+        c.unicast.timeout = Duration::from_secs(5);
+        c.unicast.dedup_ttl = Duration::from_secs(5);
+    });
+    net.run_for(Duration::from_secs(5));
+    net.cut.insert((0, 1));
+    net.cut.insert((1, 0));
+    let peer = net.id(0);
+    let id = net
+        .with(1, |n, now| {
+            n.unicast(now, &peer, 1, Bytes::from_static(b"x"))
+        })
+        .unwrap();
+    net.run_for(Duration::from_secs(10));
+    assert!(net.nodes[1].events.iter().any(|e| matches!(
+        e,
+        Event::UnicastFailed { id: f, reason: UnicastFailure::Timeout | UnicastFailure::AttemptsExhausted(_), .. } if *f == id
+    )));
+}
+
+#[test]
+fn requests_are_answered_matched_and_time_out() {
+    let mut net = Net::star(2, |_, _| {});
+    net.run_for(Duration::from_secs(5));
+    let server = net.id(0);
+    let id = net
+        .with(1, |n, now| {
+            n.request(now, &server, Request::GetBlock(Bytes::from_static(b"h1")))
+        })
+        .unwrap();
+    net.run_for(Duration::from_millis(50));
+    let inbound = net.nodes[0]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Request {
+                id,
+                request: Request::GetBlock(h),
+                ..
+            } if h == "h1" => Some(*id),
+            _ => None,
+        })
+        .expect("request arrived");
+    net.with(0, |n, now| {
+        n.respond(now, inbound, Some(Bytes::from_static(b"block h1")))
+    })
+    .unwrap();
+    // Answering twice is a local error.
+    assert_eq!(
+        net.with(0, |n, now| n.respond(now, inbound, None)),
+        Err(CommandError::UnknownId)
+    );
+    net.run_for(Duration::from_millis(50));
+    assert!(net.nodes[1].events.iter().any(|e| matches!(
+        e,
+        Event::Response { id: r, result: Ok(d), .. } if *r == id && d == "block h1"
+    )));
+    // A request nobody answers times out.
+    let id2 = net
+        .with(1, |n, now| {
+            n.request(
+                now,
+                &server,
+                Request::App {
+                    kind: 3,
+                    data: Bytes::new(),
+                },
+            )
+        })
+        .unwrap();
+    net.run_for(Duration::from_secs(11));
+    assert!(net.nodes[1].events.iter().any(|e| matches!(
+        e,
+        Event::Response { id: r, result: Err(RequestFailure::Timeout), .. } if *r == id2
+    )));
+}
+
+#[test]
+fn the_in_flight_cap_refuses_excess_requests() {
+    let mut net = Net::star(2, |_, c| c.requests.max_in_flight_per_peer = 2);
+    net.run_for(Duration::from_secs(5));
+    let server = net.id(0);
+    for _ in 0..2 {
+        net.with(1, |n, now| {
+            n.request(now, &server, Request::GetTransaction(Bytes::new()))
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        net.with(1, |n, now| n.request(
+            now,
+            &server,
+            Request::GetTransaction(Bytes::new())
+        )),
+        Err(CommandError::Full("requests in flight to this peer"))
+    );
+}
+
+#[test]
+fn bans_disconnect_and_expire() {
+    let mut net = Net::star(2, |_, c| {
+        c.reconnect.base_ms = 500;
+        c.reconnect.cap_ms = 2000;
+    });
+    net.run_for(Duration::from_secs(5));
+    let boot = net.id(0);
+    net.with(1, |n, now| n.ban(now, boot, Duration::from_secs(30)));
+    net.run_for(Duration::from_secs(10));
+    assert!(!net.nodes[1].node.is_connected(&boot));
+    assert!(net.nodes[1].node.is_banned(net.now, &boot));
+    net.run_for(Duration::from_secs(30));
+    assert!(!net.nodes[1].node.is_banned(net.now, &boot));
+    assert!(
+        net.nodes[1].node.is_connected(&boot),
+        "the persistent peer came back"
+    );
+}
+
+#[test]
+fn eviction_keeps_the_protected_peers() {
+    // Node 0 has room for 4 inbound peers; 6 try to connect.
+    let mut net = Net::star(7, |i, c| {
+        if i == 0 {
+            c.limits.max_inbound = 4;
+            c.limits.protect_by_rtt = 1;
+            c.limits.protect_by_usefulness = 0;
+            c.limits.protect_by_uptime = 2;
+        }
+        c.limits.target_outbound = 1;
+    });
+    // Stagger arrivals so uptimes differ: nodes 1..=4 first.
+    for i in 5..7 {
+        net.nodes[i].up = false;
+    }
+    net.run_for(Duration::from_secs(40));
+    let oldest: Vec<PeerId> = (1..=4).map(|i| net.id(i)).collect();
+    let before: Vec<PeerId> = net.nodes[0]
+        .node
+        .peers()
+        .iter()
+        .filter(|p| p.direction == Direction::Inbound)
+        .map(|p| p.peer)
+        .collect();
+    assert_eq!(before.len(), 4);
+    for i in 5..7 {
+        net.nodes[i].up = true;
+    }
+    net.run_for(Duration::from_secs(60));
+    let after: Vec<PeerInfo> = net.nodes[0]
+        .node
+        .peers()
+        .into_iter()
+        .filter(|p| p.direction == Direction::Inbound)
+        .collect();
+    assert!(after.len() <= 4);
+    assert!(net.nodes[0].node.stats(net.now).counters.evicted >= 1);
+    // The longest-connected peers are protected by uptime (and one by RTT) and stay.
+    let mut protected = 0;
+    for p in &oldest {
+        if after.iter().any(|a| a.peer == *p) {
+            protected += 1;
+        }
+    }
+    assert!(protected >= 2, "protected peers were evicted");
+}
+
+#[test]
+fn shutdown_completes_within_its_grace_period_and_reports() {
+    let mut net = Net::star(5, |_, c| c.limits.target_outbound = 2);
+    net.run_for(Duration::from_secs(30));
+    let peers = net.nodes[0].node.peers().len();
+    assert!(peers >= 2);
+    let start = net.now;
+    net.with(0, |n, now| n.shutdown(now, Duration::from_secs(3)));
+    net.with(0, |n, now| n.shutdown(now, Duration::from_secs(3))); // harmless
+    net.run_for(Duration::from_secs(5));
+    let reports: Vec<&ShutdownReport> = net.nodes[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ShutdownComplete(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].peers_closed, peers);
+    assert!(net.now <= start + Duration::from_secs(5));
+    assert_eq!(net.nodes[0].node.peers().len(), 0);
+    // Peers learned why.
+    for i in 1..5 {
+        assert!(
+            net.nodes[i].events.iter().any(|e| matches!(
+                e,
+                Event::PeerDisconnected {
+                    reason: CloseReason::RemoteGoodbye { .. },
+                    ..
+                }
+            )) || !net.nodes[i]
+                .node
+                .peers()
+                .iter()
+                .any(|p| p.peer == net.id(0))
+        );
+    }
+    assert_eq!(
+        net.with(0, |n, now| n.broadcast(
+            now,
+            GossipMessage::Transaction(Bytes::new()),
+            BroadcastOptions::default()
+        )),
+        Err(CommandError::ShuttingDown)
+    );
+}
+
+#[test]
+fn validate_mode_relays_only_accepted_gossip() {
+    let mut net = Net::star(4, |_, c| {
+        c.gossip.relay = RelayMode::Validate;
+        c.limits.target_outbound = 1;
+    });
+    net.run_for(Duration::from_secs(20));
+    // Node 0 (the hub) receives from 1 and must accept before 2 and 3 see it.
+    let m = GossipMessage::Transaction(Bytes::from_static(b"tx"));
+    let r = net
+        .with(1, |n, now| {
+            n.broadcast(
+                now,
+                m.clone(),
+                BroadcastOptions {
+                    exclude: vec![],
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+    net.run_for(Duration::from_secs(1));
+    let hub_has = net.gossip_count(0, &r.id);
+    assert_eq!(hub_has, 1);
+    let before: usize = (2..4).map(|i| net.gossip_count(i, &r.id)).sum();
+    net.with(0, |n, now| {
+        n.validation_result(now, r.id, Validation::Accept)
+    })
+    .unwrap();
+    net.run_for(Duration::from_secs(1));
+    let after: usize = (2..4).map(|i| net.gossip_count(i, &r.id)).sum();
+    assert!(after > before || before == 2);
+}
+
+#[test]
+fn a_restarted_node_keeps_its_address_book_and_bans_and_reconnects_without_bootstrap() {
+    let mut net = Net::star(6, |_, c| c.limits.target_outbound = 3);
+    net.run_for(Duration::from_secs(60));
+    let banned = key(99).peer_id();
+    net.with(3, |n, now| n.ban(now, banned, Duration::from_secs(3600)));
+    let snapshot = net.nodes[3].node.snapshot(net.now);
+    let known = net.nodes[3].node.address_book().len();
+    assert!(known >= 4);
+    // Restart node 3 with no bootstrap at all, and take the bootstrap node down.
+    net.nodes[0].up = false;
+    let mut config = config_for(3, None);
+    config.limits.target_outbound = 3;
+    net.restart(3, config, key(3), Some(snapshot));
+    assert_eq!(net.nodes[3].node.address_book().len(), known);
+    assert!(net.nodes[3].node.is_banned(net.now, &banned));
+    net.run_for(Duration::from_secs(60));
+    assert!(net.outbound(3) >= 2, "reconnected from its address book");
+}
+
+#[test]
+fn a_corrupt_snapshot_is_refused_with_a_reason() {
+    let mut n = Node::new(config_for(0, None), key(0), [0; 32], Timestamp::ZERO).unwrap();
+    assert!(matches!(
+        n.restore(Timestamp::ZERO, b"\xff\x00garbage"),
+        Err(NodeSnapshotError::Malformed(_))
+    ));
+    let good = n.snapshot(Timestamp::ZERO);
+    let mut bad = good.clone();
+    let l = bad.len();
+    bad.truncate(l - 3);
+    assert!(n.restore(Timestamp::ZERO, &bad).is_err());
+    assert!(n.restore(Timestamp::ZERO, &good).is_ok());
+}
+
+#[test]
+fn simultaneous_dials_leave_exactly_one_connection_on_both_sides() {
+    let mut net = Net::new();
+    for i in 0..2 {
+        let mut c = config_for(i, None);
+        c.limits.target_outbound = 0;
+        net.add(c, key(i));
+    }
+    let a0 = PeerAddr::pinned(net.id(0), node_addr(0));
+    let a1 = PeerAddr::pinned(net.id(1), node_addr(1));
+    net.with(0, |n, now| n.connect(now, a1)).unwrap();
+    net.with(1, |n, now| n.connect(now, a0)).unwrap();
+    net.run_for(Duration::from_secs(5));
+    let p0 = net.nodes[0].node.peers();
+    let p1 = net.nodes[1].node.peers();
+    assert_eq!(p0.len(), 1);
+    assert_eq!(p1.len(), 1);
+    // Both kept the same connection: one side's outbound is the other's inbound.
+    assert_ne!(p0[0].direction, p1[0].direction);
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.nodes[0].node.peers().len(), 1);
+}
+
+#[test]
+fn a_flooding_peer_is_paused_then_banned_for_sustained_abuse() {
+    let mut net = Net::star(2, |i, c| {
+        if i == 0 {
+            c.rate_limit.messages_per_sec = 50;
+            c.rate_limit.message_burst = 50;
+            c.rate_limit.abuse_threshold = 3;
+        }
+    });
+    net.run_for(Duration::from_secs(5));
+    let mut i = 0u32;
+    for _ in 0..40 {
+        for _ in 0..100 {
+            i += 1;
+            let m = GossipMessage::Transaction(Bytes::from(i.to_be_bytes().to_vec()));
+            let _ = net.with(1, |n, now| n.broadcast(now, m, BroadcastOptions::default()));
+        }
+        net.run_for(Duration::from_millis(200));
+    }
+    let s = net.nodes[0].node.stats(net.now);
+    assert!(s.counters.rate_limit_pauses >= 1);
+    assert!(net.nodes[0].node.is_banned(net.now, &net.id(1)));
+    assert!(net.nodes[0].events.iter().any(|e| matches!(
+        e,
+        Event::Banned {
+            reason: BanReason::Misbehaviour(_),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn rate_limiting_pauses_without_losing_messages() {
+    let mut net = Net::star(2, |i, c| {
+        if i == 0 {
+            c.rate_limit.messages_per_sec = 100;
+            c.rate_limit.message_burst = 100;
+            c.rate_limit.abuse_threshold = 1000;
+        }
+    });
+    net.run_for(Duration::from_secs(5));
+    for i in 0..500u32 {
+        let m = GossipMessage::Transaction(Bytes::from(i.to_be_bytes().to_vec()));
+        net.with(1, |n, now| n.broadcast(now, m, BroadcastOptions::default()))
+            .unwrap();
+    }
+    net.run_for(Duration::from_secs(10));
+    let got = net.nodes[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Gossip { .. }))
+        .count();
+    assert_eq!(got, 500);
+    assert!(net.nodes[0].node.stats(net.now).counters.rate_limit_pauses >= 1);
+    assert!(!net.nodes[0].node.is_banned(net.now, &net.id(1)));
+}
+
+#[test]
+fn an_unresponsive_outbound_peer_is_replaced() {
+    let mut net = Net::star(6, |_, c| {
+        c.limits.target_outbound = 2;
+        c.health.min_age = Duration::from_secs(10);
+        c.connection.ping_interval = Duration::from_secs(2);
+        c.connection.idle_timeout = Duration::from_secs(300);
+    });
+    net.run_for(Duration::from_secs(30));
+    let victim = net.nodes[5].node.peers()[0].clone();
+    let j = (0..6).find(|j| net.id(*j) == victim.peer).unwrap();
+    // j stops answering node 5 (its pongs are lost).
+    net.cut.insert((j, 5));
+    net.run_for(Duration::from_secs(30));
+    assert!(net.nodes[5].node.stats(net.now).counters.replaced_unhealthy >= 1);
+    assert!(!net.nodes[5].node.is_connected(&victim.peer));
+    assert!(net.outbound(5) >= 2, "replaced by another peer");
+}
+
+#[test]
+fn no_honest_node_is_banned_for_a_partition() {
+    let mut net = Net::star(8, |_, c| c.limits.target_outbound = 3);
+    net.run_for(Duration::from_secs(30));
+    for a in 0..4 {
+        for b in 4..8 {
+            net.cut.insert((a, b));
+            net.cut.insert((b, a));
+        }
+    }
+    net.run_for(Duration::from_secs(300));
+    net.cut.clear();
+    net.run_for(Duration::from_secs(300));
+    for i in 0..8 {
+        let s = net.nodes[i].node.stats(net.now);
+        assert_eq!(s.active_bans, 0, "node {i} banned someone");
+        assert!(net.outbound(i) >= 1 || i == 0);
+    }
+    // And after healing a broadcast reaches everyone.
+    let r = net
+        .with(4, |n, now| {
+            n.broadcast(
+                now,
+                GossipMessage::Block(Bytes::from_static(b"healed")),
+                BroadcastOptions::default(),
+            )
+        })
+        .unwrap();
+    net.run_for(Duration::from_secs(5));
+    for i in 0..8 {
+        if i != 4 {
+            assert_eq!(net.gossip_count(i, &r.id), 1, "node {i}");
+        }
+    }
+}
+
+#[test]
+fn inbound_limits_per_ip_and_handshakes_are_enforced() {
+    let mut c = config_for(0, None);
+    c.limits.max_inbound_per_ip = 2;
+    c.limits.max_pending_handshakes = 3;
+    let mut n = Node::new(c, key(0), [0; 32], Timestamp::ZERO).unwrap();
+    let ip = |a: u8, port: u16| SocketAddr::from(([10, 9, 9, a], port));
+    assert!(n.accept(Timestamp::ZERO, ip(1, 1)).is_ok());
+    assert!(n.accept(Timestamp::ZERO, ip(1, 2)).is_ok());
+    assert_eq!(
+        n.accept(Timestamp::ZERO, ip(1, 3)),
+        Err(AcceptError::PerIpLimit)
+    );
+    assert!(n.accept(Timestamp::ZERO, ip(2, 1)).is_ok());
+    assert_eq!(
+        n.accept(Timestamp::ZERO, ip(3, 1)),
+        Err(AcceptError::TooManyHandshakes)
+    );
+    n.ban_ip(Timestamp::ZERO, ip(4, 0).ip(), Duration::from_secs(10));
+    assert_eq!(
+        n.accept(Timestamp::ZERO, ip(4, 1)),
+        Err(AcceptError::Banned)
+    );
+    assert_eq!(n.stats(Timestamp::ZERO).counters.inbound_refused, 3);
+}
+
+/// A hand-driven peer connected to a node, sending whatever frames a test wants.
+struct RawInto {
+    node: Node,
+    conn: ConnectionId,
+    raw: common::RawPeer,
+    now: Timestamp,
+}
+
+impl RawInto {
+    fn new(mut config: NodeConfig) -> RawInto {
+        config.network_id = common::NETWORK.into();
+        let now = Timestamp::from_secs(1);
+        let mut node = Node::new(config, key(0), [0; 32], now).unwrap();
+        let conn = node.accept(now, "10.50.0.1:4000".parse().unwrap()).unwrap();
+        let raw = common::RawPeer::connect_with(key(42), |bytes| {
+            node.handle_input(now, Input::Received { conn, bytes });
+            Self::transmits(&mut node, conn)
+        });
+        assert!(node.is_connected(&key(42).peer_id()));
+        RawInto {
+            node,
+            conn,
+            raw,
+            now,
+        }
+    }
+
+    fn transmits(node: &mut Node, conn: ConnectionId) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(o) = node.poll_output() {
+            if let Output::Transmit { conn: c, bytes } = o {
+                if c == conn {
+                    node.handle_input(
+                        Timestamp::from_secs(1),
+                        Input::Written {
+                            conn,
+                            bytes: bytes.len(),
+                        },
+                    );
+                    out.extend_from_slice(&bytes);
+                }
+            }
+        }
+        out
+    }
+
+    fn send(&mut self, msgs: &[Message]) {
+        let mut plain = Vec::new();
+        for m in msgs {
+            m.encode(&mut plain);
+        }
+        let pkt = self.raw.frame(&plain);
+        self.node.handle_input(
+            self.now,
+            Input::Received {
+                conn: self.conn,
+                bytes: &pkt,
+            },
+        );
+        Self::transmits(&mut self.node, self.conn);
+    }
+
+    fn misbehaviour(&self) -> u32 {
+        self.node
+            .peers()
+            .first()
+            .map(|p| p.misbehaviour)
+            .unwrap_or(u32::MAX)
+    }
+}
+
+#[test]
+fn unsolicited_responses_are_penalised_and_late_ones_are_not() {
+    let mut c = config_for(0, None);
+    c.bans.unsolicited_response = 30;
+    let mut r = RawInto::new(c);
+    r.send(&[Message::Response {
+        request_id: 77,
+        data: Bytes::new(),
+    }]);
+    assert_eq!(r.misbehaviour(), 30);
+    assert_eq!(r.node.stats(r.now).counters.unsolicited_responses, 1);
+    // An answer that arrives after our timeout is slow, not hostile.
+    let peer = key(42).peer_id();
+    let id = r
+        .node
+        .request(r.now, &peer, Request::GetBlock(Bytes::from_static(b"h")))
+        .unwrap();
+    RawInto::transmits(&mut r.node, r.conn);
+    r.now += Duration::from_secs(11);
+    r.node.handle_input(r.now, Input::Timeout);
+    RawInto::transmits(&mut r.node, r.conn);
+    r.send(&[Message::Response {
+        request_id: id.0,
+        data: Bytes::new(),
+    }]);
+    assert_eq!(r.misbehaviour(), 30);
+    // Four more reach the threshold of 100: banned and disconnected.
+    for id in 0..3 {
+        r.send(&[Message::NotFound {
+            request_id: id + 100,
+        }]);
+    }
+    assert!(r.node.is_banned(r.now, &key(42).peer_id()));
+    assert!(!r.node.is_connected(&key(42).peer_id()));
+}
+
+#[test]
+fn unsolicited_address_floods_are_rate_limited() {
+    let mut c = config_for(0, None);
+    c.discovery.unsolicited_addrs_burst = 100;
+    let mut r = RawInto::new(c);
+    let addrs: Vec<PeerAddr> = (0..1000u32)
+        .map(|i| {
+            format!("11.{}.{}.1:7000", i / 200 + 1, i % 200 + 1)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    r.send(&[Message::Peers { addrs }]);
+    let s = r.node.stats(r.now);
+    assert_eq!(s.counters.addrs_received, 1000);
+    assert_eq!(s.counters.addrs_dropped, 900);
+    assert!(r.node.address_book().len() <= 100);
+    // Not misbehaviour: dropped and counted only.
+    assert_eq!(r.misbehaviour(), 0);
+}
+
+#[test]
+fn get_peers_is_answered_once_per_interval_with_a_bounded_sample() {
+    let mut c = config_for(0, None);
+    for i in 0..50u8 {
+        c.bootstrap
+            .push(format!("12.{i}.0.1:7000").parse().unwrap());
+    }
+    c.limits.target_outbound = 0;
+    let mut r = RawInto::new(c);
+    r.send(&[Message::GetPeers { max: 10 }]);
+    r.send(&[Message::GetPeers { max: 10 }]);
+    let s = r.node.stats(r.now);
+    assert_eq!(s.counters.get_peers_answered, 1);
+    assert_eq!(s.counters.get_peers_ignored, 1);
+}
+
+#[test]
+fn a_protocol_violation_bans_the_peer() {
+    let mut r = RawInto::new(config_for(0, None));
+    let pkt = r.raw.frame(&[0x81, 0x18, 200]); // unknown message kind
+    r.node.handle_input(
+        r.now,
+        Input::Received {
+            conn: r.conn,
+            bytes: &pkt,
+        },
+    );
+    let mut banned = false;
+    while let Some(o) = r.node.poll_output() {
+        if let Output::Event(Event::Banned { peer: Some(p), .. }) = o {
+            banned = p == key(42).peer_id();
+        }
+    }
+    assert!(banned);
+    assert!(!r.node.is_connected(&key(42).peer_id()));
+}
