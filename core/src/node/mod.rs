@@ -992,10 +992,14 @@ impl Node {
                     if a.ip().is_unspecified() {
                         a.set_ip(addr.ip());
                     }
-                    if self
-                        .addrbook
-                        .add(now, PeerAddr::pinned(peer, a), AddrSource::Inbound)
-                    {
+                    // Only the address it connects from is the peer's own; others it
+                    // announces count against its netgroup like any gossip.
+                    let source = if a.ip() == addr.ip() {
+                        AddrSource::Inbound
+                    } else {
+                        AddrSource::Peer(addr.ip())
+                    };
+                    if self.addrbook.add(now, PeerAddr::pinned(peer, a), source) {
                         new += 1;
                     }
                 }
