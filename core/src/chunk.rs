@@ -271,6 +271,7 @@ impl Reassembler {
 pub struct OutboundChunks {
     message_id: u64,
     encoded: Bytes,
+    body: Bytes,
     chunk_len: usize,
     next_index: u32,
     count: u32,
@@ -284,15 +285,43 @@ impl OutboundChunks {
         OutboundChunks {
             message_id,
             encoded,
+            body: Bytes::new(),
             chunk_len,
             next_index: 0,
             count,
         }
     }
 
+    /// Like [`OutboundChunks::new`] for an encoding given as `head` followed by `body`.
+    pub fn from_parts(message_id: u64, head: Bytes, body: Bytes, chunk_len: usize) -> Self {
+        let mut c = Self::new(message_id, head, chunk_len);
+        let total = c.encoded.len() + body.len();
+        c.count = total.div_ceil(c.chunk_len).max(1) as u32;
+        c.body = body;
+        c
+    }
+
+    fn total(&self) -> usize {
+        self.encoded.len() + self.body.len()
+    }
+
+    fn range(&self, start: usize, end: usize) -> Bytes {
+        let h = self.encoded.len();
+        if end <= h {
+            self.encoded.slice(start..end)
+        } else if start >= h {
+            self.body.slice(start - h..end - h)
+        } else {
+            let mut v = Vec::with_capacity(end - start);
+            v.extend_from_slice(&self.encoded[start..]);
+            v.extend_from_slice(&self.body[..end - h]);
+            Bytes::from(v)
+        }
+    }
+
     /// Bytes not yet cut into chunks.
     pub fn remaining_bytes(&self) -> usize {
-        self.encoded.len() - (self.next_index as usize * self.chunk_len).min(self.encoded.len())
+        self.total() - (self.next_index as usize * self.chunk_len).min(self.total())
     }
 
     /// Whether every chunk was taken.
@@ -306,13 +335,13 @@ impl OutboundChunks {
             return None;
         }
         let start = self.next_index as usize * self.chunk_len;
-        let end = (start + self.chunk_len).min(self.encoded.len());
+        let end = (start + self.chunk_len).min(self.total());
         Some(Chunk {
             message_id: self.message_id,
             index: self.next_index,
             count: self.count,
-            total_len: self.encoded.len() as u64,
-            data: self.encoded.slice(start..end),
+            total_len: self.total() as u64,
+            data: self.range(start, end),
         })
     }
 

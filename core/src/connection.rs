@@ -19,7 +19,7 @@ use crate::hello::{negotiate_version, Hello};
 use crate::identity::{Keypair, PeerId};
 use crate::message::{self, DecodeError, GoodbyeReason, Message, MessageKind};
 use crate::queue::{OutboundQueue, QueueFull, QueueLimits};
-use crate::rng::SeededRng;
+use crate::rng::{nth_u64, SeededRng};
 use crate::time::{earliest, Timestamp};
 
 /// Where a connection is in its life.
@@ -286,8 +286,6 @@ pub struct Connection {
     reassembler: Reassembler,
     queue: OutboundQueue,
     outputs: VecDeque<ConnectionOutput>,
-    /// Plaintext scratch for building frames; released when the queue drains.
-    scratch: Vec<u8>,
     in_flight: usize,
     paused: u8,
     created_at: Timestamp,
@@ -296,7 +294,9 @@ pub struct Connection {
     last_received: Timestamp,
     keepalive: Option<Keepalive>,
     graceful_deadline: Option<Timestamp>,
-    rng: SeededRng,
+    /// Keys the stream of ping nonces (drawn on demand: a generator's buffer would cost
+    /// every idle connection 300 bytes).
+    nonce_seed: [u8; 32],
     stats: ConnectionStats,
 }
 
@@ -319,6 +319,7 @@ impl Connection {
     ) -> Self {
         let mut rng = SeededRng::from_seed(seed);
         let hs_rng = rng.derive(b"handshake");
+        let nonce_seed = rng.derive_seed(b"nonces");
         let mut outputs = VecDeque::new();
         let (crypto, state) = match handshake::start(role, keypair, hs_rng) {
             Ok(hs) => (Crypto::Handshake(Box::new(hs)), ConnectionState::Connecting),
@@ -344,7 +345,6 @@ impl Connection {
             reassembler: Reassembler::new(),
             queue: OutboundQueue::default(),
             outputs,
-            scratch: Vec::new(),
             in_flight: 0,
             paused: 0,
             created_at: now,
@@ -352,7 +352,7 @@ impl Connection {
             last_received: now,
             keepalive: None,
             graceful_deadline: None,
-            rng,
+            nonce_seed,
             stats: ConnectionStats::default(),
             config,
         };
@@ -415,7 +415,7 @@ impl Connection {
     }
 
     /// Bytes of memory this connection holds for buffered data: the partial packet, partial
-    /// chunked messages, the outbound queue, undrained outputs and the frame scratch buffer.
+    /// chunked messages, the outbound queue and undrained outputs.
     /// Bounded by the configuration (see the README's memory formula).
     pub fn buffered_bytes(&self) -> usize {
         let outputs: usize = self
@@ -430,7 +430,6 @@ impl Connection {
             + self.reassembler.buffered_bytes()
             + self.queue.bytes()
             + outputs
-            + self.scratch.capacity()
     }
 
     // ----- inputs -----
@@ -534,7 +533,7 @@ impl Connection {
                 if ka.outstanding.is_some() {
                     self.stats.pings_unanswered_in_a_row += 1;
                 }
-                let nonce = self.rng.next_u64();
+                let nonce = nth_u64(&self.nonce_seed, self.stats.pings_sent);
                 ka.outstanding = Some((nonce, now));
                 ka.next_ping = now + self.config.ping_interval;
                 self.stats.pings_sent += 1;
@@ -623,14 +622,25 @@ impl Connection {
     /// encrypted while the in-flight window is full.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<ConnectionOutput> {
+        self.poll_output_with(&mut Vec::new())
+    }
+
+    /// [`Connection::poll_output`], building frames in `scratch`, a buffer the caller keeps
+    /// between calls: an owner of many connections shares one instead of allocating one per
+    /// Transmit. Its contents on entry and exit mean nothing.
+    #[must_use]
+    pub fn poll_output_with(&mut self, scratch: &mut Vec<u8>) -> Option<ConnectionOutput> {
         if let Some(o) = self.outputs.pop_front() {
             return Some(o);
+        }
+        if self.outputs.capacity() > 0 {
+            self.outputs = VecDeque::new();
         }
         if matches!(
             self.state,
             ConnectionState::Connected | ConnectionState::Closing
         ) {
-            if let Some(t) = self.build_transmit() {
+            if let Some(t) = self.build_transmit(scratch) {
                 self.update_reply_pause();
                 return Some(ConnectionOutput::Transmit(t));
             }
@@ -798,7 +808,7 @@ impl Connection {
         if packet.len() <= TAG_LEN {
             return self.violation(now, Violation::Decode(DecodeError::EmptyFrame));
         }
-        let mut plain = vec![0u8; packet.len() - TAG_LEN];
+        let mut plain = vec![0u8; packet.len()];
         let n = match t.read_message(packet, &mut plain) {
             Ok(n) => n,
             Err(e) => return self.violation(now, Violation::Noise(e.into())),
@@ -904,10 +914,10 @@ impl Connection {
                 reason: goodbye,
                 detail: detail.to_string(),
             };
-            self.scratch.clear();
-            msg.encode(&mut self.scratch);
-            if let Some(t) = self.encrypt_scratch_frame() {
-                self.push_transmit(t);
+            let plain = msg.to_bytes();
+            let mut out = Vec::with_capacity(LEN_PREFIX + plain.len() + TAG_LEN);
+            if self.encrypt_into(&plain, &mut out) {
+                self.push_transmit(out);
             }
         }
         self.outputs.push_back(ConnectionOutput::Close);
@@ -919,7 +929,6 @@ impl Connection {
         self.crypto = Crypto::None;
         self.keepalive = None;
         self.graceful_deadline = None;
-        self.scratch = Vec::new();
         self.reassembler = Reassembler::new();
         self.decoder = PacketDecoder::new(1);
         self.outputs
@@ -932,19 +941,14 @@ impl Connection {
         }
     }
 
-    /// Encrypts the scratch buffer as one packet.
-    fn encrypt_scratch_frame(&mut self) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(LEN_PREFIX + self.scratch.len() + TAG_LEN);
-        self.encrypt_scratch_into(&mut out).then_some(out)
-    }
-
-    fn encrypt_scratch_into(&mut self, out: &mut Vec<u8>) -> bool {
+    /// Appends `plain` to `out` as one encrypted packet.
+    fn encrypt_into(&mut self, plain: &[u8], out: &mut Vec<u8>) -> bool {
         let Crypto::Transport(t) = &mut self.crypto else {
             return false;
         };
         let start = out.len();
-        out.resize(start + LEN_PREFIX + self.scratch.len() + TAG_LEN, 0);
-        match t.write_message(&self.scratch, &mut out[start + LEN_PREFIX..]) {
+        out.resize(start + LEN_PREFIX + plain.len() + TAG_LEN, 0);
+        match t.write_message(plain, &mut out[start + LEN_PREFIX..]) {
             Ok(n) => {
                 out.truncate(start + LEN_PREFIX + n);
                 out[start..start + LEN_PREFIX].copy_from_slice(&(n as u16).to_be_bytes());
@@ -960,11 +964,11 @@ impl Connection {
     }
 
     /// Builds one `Transmit` of as many frames as the window and transmit size allow.
-    fn build_transmit(&mut self) -> Option<Vec<u8>> {
+    fn build_transmit(&mut self, scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
         if self.queue.is_empty() {
-            if self.scratch.capacity() > 4096 {
-                self.scratch = Vec::new();
-            }
+            // Idle connections hold no spare capacity: thousands of idle peers would
+            // otherwise dominate the node's memory.
+            self.queue.release_memory();
             return None;
         }
         let window = self
@@ -976,6 +980,7 @@ impl Connection {
             return None;
         }
         let estimate = (self.queue.bytes() + 64).min(budget + MAX_PACKET_LEN);
+        scratch.reserve(estimate.min(MAX_FRAME_PLAINTEXT));
         let mut out = Vec::with_capacity(estimate + LEN_PREFIX + TAG_LEN);
         let mut completed = 0;
         // Later frames shrink to fit the budget, so a Transmit exceeds it only by the first
@@ -990,9 +995,9 @@ impl Connection {
             } else {
                 break;
             };
-            self.scratch.clear();
-            completed += self.queue.fill_frame(&mut self.scratch, max_plain);
-            if self.scratch.is_empty() || !self.encrypt_scratch_into(&mut out) {
+            scratch.clear();
+            completed += self.queue.fill_frame(scratch, max_plain);
+            if scratch.is_empty() || !self.encrypt_into(scratch, &mut out) {
                 break;
             }
         }

@@ -581,6 +581,59 @@ impl Message {
         }
     }
 
+    /// The encoding split as (everything before the trailing byte string, that string's
+    /// bytes), for kinds whose last field is opaque data.
+    pub(crate) fn split_tail(&self) -> Option<(Vec<u8>, Bytes)> {
+        let (data, empty) = match self {
+            Message::Transaction { data } => (data, Message::Transaction { data: Bytes::new() }),
+            Message::Block { data } => (data, Message::Block { data: Bytes::new() }),
+            Message::Response { request_id, data } => (
+                data,
+                Message::Response {
+                    request_id: *request_id,
+                    data: Bytes::new(),
+                },
+            ),
+            Message::Request {
+                request_id,
+                kind,
+                data,
+            } => (
+                data,
+                Message::Request {
+                    request_id: *request_id,
+                    kind: *kind,
+                    data: Bytes::new(),
+                },
+            ),
+            Message::Unicast {
+                message_id,
+                kind,
+                data,
+            } => (
+                data,
+                Message::Unicast {
+                    message_id: *message_id,
+                    kind: *kind,
+                    data: Bytes::new(),
+                },
+            ),
+            Message::App { kind, data } => (
+                data,
+                Message::App {
+                    kind: *kind,
+                    data: Bytes::new(),
+                },
+            ),
+            _ => return None,
+        };
+        let mut head = Vec::with_capacity(24);
+        empty.encode(&mut head);
+        head.pop();
+        cbor::put_head(&mut head, cbor::MAJOR_BYTES, data.len() as u64);
+        Some((head, data.clone()))
+    }
+
     /// This message's encoding in a new buffer.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
@@ -890,6 +943,15 @@ mod tests {
             let items = v.as_array().unwrap();
             prop_assert_eq!(items.len(), m.kind().arity());
             prop_assert_eq!(items[0].as_integer().unwrap(), ciborium::value::Integer::from(m.kind() as u8));
+        }
+
+        #[test]
+        fn split_tail_is_the_encoding_in_two_parts(m in any_message()) {
+            if let Some((head, body)) = m.split_tail() {
+                let mut joined = head;
+                joined.extend_from_slice(&body);
+                prop_assert_eq!(joined, m.to_bytes());
+            }
         }
 
         #[test]

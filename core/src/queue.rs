@@ -99,11 +99,12 @@ impl OutboundQueue {
             }
             let id = self.next_chunked_id;
             self.next_chunked_id = self.next_chunked_id.wrapping_add(1);
-            self.bulk.push_back(OutboundChunks::new(
-                id,
-                Bytes::from(msg.to_bytes()),
-                limits.chunk_len,
-            ));
+            self.bulk.push_back(match msg.split_tail() {
+                Some((head, body)) => {
+                    OutboundChunks::from_parts(id, Bytes::from(head), body, limits.chunk_len)
+                }
+                None => OutboundChunks::new(id, Bytes::from(msg.to_bytes()), limits.chunk_len),
+            });
         } else {
             match msg.kind().priority() {
                 Priority::Control => self.control.push_back((msg, len)),
@@ -165,6 +166,15 @@ impl OutboundQueue {
             }
         }
         completed
+    }
+
+    /// Frees the queues' spare capacity once they are empty (idle connections hold nothing).
+    pub(crate) fn release_memory(&mut self) {
+        if self.messages == 0 {
+            self.control = VecDeque::new();
+            self.data = VecDeque::new();
+            self.bulk = VecDeque::new();
+        }
     }
 
     /// Drops everything queued; returns how many messages were dropped.

@@ -72,6 +72,15 @@ impl SeededRng {
     }
 }
 
+/// The `index`-th `u64` of the ChaCha20 stream keyed by `seed`, without keeping a
+/// generator: lets a long-lived object that draws rarely hold 32 bytes instead of a full
+/// generator's buffer.
+pub(crate) fn nth_u64(seed: &[u8; 32], index: u64) -> u64 {
+    let mut r = ChaCha20Rng::from_seed(*seed);
+    r.set_word_pos(u128::from(index) * 2);
+    r.next_u64()
+}
+
 /// snow's entropy hook, backed by our seeded generator so handshakes are reproducible.
 pub(crate) struct SnowRng(pub(crate) SeededRng);
 

@@ -167,7 +167,8 @@ pub struct Node {
     keypair: Keypair,
     local_id: PeerId,
     rng: SeededRng,
-    conns: BTreeMap<ConnectionId, Conn>,
+    /// Boxed: entries are large and B-tree nodes reserve room for eleven of them.
+    conns: BTreeMap<ConnectionId, Box<Conn>>,
     peers: BTreeMap<PeerId, ConnectionId>,
     next_conn: u64,
     outputs: VecDeque<Output>,
@@ -197,6 +198,8 @@ pub struct Node {
     closed_traffic: [u64; 4],
     /// Queued messages connections dropped when they closed.
     dropped_at_close: u64,
+    /// Frame-building buffer shared by every connection.
+    scratch: Vec<u8>,
 }
 
 /// Version of the [`Node::snapshot`] format.
@@ -343,6 +346,7 @@ impl Node {
             recoveries: BTreeMap::new(),
             closed_traffic: [0; 4],
             dropped_at_close: 0,
+            scratch: Vec::new(),
             config,
         };
         for addr in node.config.bootstrap.clone() {
@@ -579,7 +583,11 @@ impl Node {
     /// nothing is left to do.
     fn flush(&mut self, now: Timestamp) {
         while let Some(id) = self.dirty.pop_first() {
-            while let Some(out) = self.conns.get_mut(&id).and_then(|c| c.conn.poll_output()) {
+            while let Some(out) = self
+                .conns
+                .get_mut(&id)
+                .and_then(|c| c.conn.poll_output_with(&mut self.scratch))
+            {
                 match out {
                     ConnectionOutput::Transmit(bytes) => {
                         self.outputs.push_back(Output::Transmit { conn: id, bytes })
@@ -660,7 +668,7 @@ impl Node {
         let d = &self.config.discovery;
         self.conns.insert(
             id,
-            Conn {
+            Box::new(Conn {
                 conn,
                 addr,
                 direction: match role {
@@ -687,7 +695,7 @@ impl Node {
                 misbehaviour: 0,
                 timer_at: None,
                 closed: false,
-            },
+            }),
         );
         self.dirty.insert(id);
         id
