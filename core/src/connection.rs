@@ -17,8 +17,8 @@ use crate::frame::{FrameError, PacketDecoder, LEN_PREFIX, MAX_PACKET_LEN};
 use crate::handshake::{self, NoiseError, Role, HANDSHAKE_OVERHEAD, MAX_FRAME_PLAINTEXT, TAG_LEN};
 use crate::hello::{negotiate_version, Hello};
 use crate::identity::{Keypair, PeerId};
-use crate::message::{self, DecodeError, GoodbyeReason, Message, MessageKind};
-use crate::queue::{OutboundQueue, QueueFull, QueueLimits};
+use crate::message::{self, DecodeError, EncodedMessage, GoodbyeReason, Message, MessageKind};
+use crate::queue::{OutboundQueue, Outgoing, QueueFull, QueueLimits};
 use crate::rng::{nth_u64, SeededRng};
 use crate::time::{earliest, Timestamp};
 
@@ -537,7 +537,7 @@ impl Connection {
                 ka.outstanding = Some((nonce, now));
                 ka.next_ping = now + self.config.ping_interval;
                 self.stats.pings_sent += 1;
-                let _ = self.enqueue(Message::Ping { nonce });
+                let _ = self.enqueue(Outgoing::Message(Message::Ping { nonce }));
             }
         }
     }
@@ -557,11 +557,29 @@ impl Connection {
             return Err(SendError::ReservedKind(k));
         }
         msg.validate().map_err(SendError::InvalidField)?;
-        self.enqueue(msg)
+        self.enqueue(Outgoing::Message(msg))
     }
 
-    fn enqueue(&mut self, msg: Message) -> Result<(), SendError> {
-        let len = msg.encoded_len();
+    /// [`Connection::send`] for a message encoded once with [`Message::encoded`], so the
+    /// same message queued on many connections (a broadcast) is encoded only once.
+    pub fn send_encoded(&mut self, msg: EncodedMessage) -> Result<(), SendError> {
+        if matches!(
+            self.state,
+            ConnectionState::Closing | ConnectionState::Closed
+        ) {
+            return Err(SendError::Closed);
+        }
+        if let k @ (MessageKind::Chunk | MessageKind::Goodbye) = msg.kind() {
+            return Err(SendError::ReservedKind(k));
+        }
+        self.enqueue(Outgoing::Encoded(msg))
+    }
+
+    fn enqueue(&mut self, msg: Outgoing) -> Result<(), SendError> {
+        let len = match &msg {
+            Outgoing::Message(m) => m.encoded_len(),
+            Outgoing::Encoded(e) => e.bytes().len(),
+        };
         if len > self.config.max_message_size {
             return Err(SendError::TooLarge {
                 len,
@@ -864,7 +882,7 @@ impl Connection {
             Message::Ping { nonce } => {
                 // A full queue means the peer is not reading; the reply backlog pause and the
                 // idle timeout deal with that, so a dropped Pong is only counted.
-                let _ = self.enqueue(Message::Pong { nonce });
+                let _ = self.enqueue(Outgoing::Message(Message::Pong { nonce }));
             }
             Message::Pong { nonce } => {
                 let ka = self.keepalive.as_mut();

@@ -111,6 +111,8 @@ pub use handshake::{
 };
 pub use hello::{negotiate_version, Capabilities, Hello, PROTOCOL_VERSION};
 pub use identity::{Keypair, PeerId, PeerIdParseError, KEY_LEN};
-pub use message::{AppKind, Chunk, DecodeError, GoodbyeReason, Message, MessageKind, Priority};
+pub use message::{
+    AppKind, Chunk, DecodeError, EncodedMessage, GoodbyeReason, Message, MessageKind, Priority,
+};
 pub use rng::SeededRng;
 pub use time::Timestamp;

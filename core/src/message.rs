@@ -327,6 +327,26 @@ pub enum Message {
     },
 }
 
+/// A message already encoded, to queue on many connections without encoding it for each
+/// (see [`crate::Connection::send_encoded`]). Cheap to clone: the bytes are shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedMessage {
+    kind: MessageKind,
+    bytes: Bytes,
+}
+
+impl EncodedMessage {
+    /// The message's kind.
+    pub fn kind(&self) -> MessageKind {
+        self.kind
+    }
+
+    /// The encoding.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
 /// Why a frame or message could not be decoded. Every rejection carries one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -632,6 +652,16 @@ impl Message {
         head.pop();
         cbor::put_head(&mut head, cbor::MAJOR_BYTES, data.len() as u64);
         Some((head, data.clone()))
+    }
+
+    /// Encodes once for sending on many connections; fails (naming the field) if the message
+    /// breaks a protocol limit.
+    pub fn encoded(&self) -> Result<EncodedMessage, &'static str> {
+        self.validate()?;
+        Ok(EncodedMessage {
+            kind: self.kind(),
+            bytes: Bytes::from(self.to_bytes()),
+        })
     }
 
     /// This message's encoding in a new buffer.

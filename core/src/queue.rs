@@ -12,7 +12,30 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::chunk::OutboundChunks;
-use crate::message::{Message, MessageKind, Priority};
+use crate::message::{EncodedMessage, Message, MessageKind, Priority};
+
+/// A queued message: as given, or already encoded (shared between connections).
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Message(Message),
+    Encoded(EncodedMessage),
+}
+
+impl Outgoing {
+    fn kind(&self) -> MessageKind {
+        match self {
+            Outgoing::Message(m) => m.kind(),
+            Outgoing::Encoded(e) => e.kind(),
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Outgoing::Message(m) => m.encode(out),
+            Outgoing::Encoded(e) => out.extend_from_slice(e.bytes()),
+        }
+    }
+}
 
 /// Why a message could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +54,8 @@ pub(crate) struct QueueLimits {
 
 #[derive(Debug, Default)]
 pub(crate) struct OutboundQueue {
-    control: VecDeque<(Message, usize)>,
-    data: VecDeque<(Message, usize)>,
+    control: VecDeque<(Outgoing, usize)>,
+    data: VecDeque<(Outgoing, usize)>,
     bulk: VecDeque<OutboundChunks>,
     /// Encoded bytes queued (chunk headers excluded).
     bytes: usize,
@@ -75,7 +98,7 @@ impl OutboundQueue {
     /// Queues `msg` whose encoding is `len` bytes.
     pub(crate) fn push(
         &mut self,
-        msg: Message,
+        msg: Outgoing,
         len: usize,
         limits: &QueueLimits,
     ) -> Result<(), QueueFull> {
@@ -99,11 +122,16 @@ impl OutboundQueue {
             }
             let id = self.next_chunked_id;
             self.next_chunked_id = self.next_chunked_id.wrapping_add(1);
-            self.bulk.push_back(match msg.split_tail() {
-                Some((head, body)) => {
-                    OutboundChunks::from_parts(id, Bytes::from(head), body, limits.chunk_len)
+            self.bulk.push_back(match msg {
+                Outgoing::Encoded(e) => {
+                    OutboundChunks::new(id, e.bytes().clone(), limits.chunk_len)
                 }
-                None => OutboundChunks::new(id, Bytes::from(msg.to_bytes()), limits.chunk_len),
+                Outgoing::Message(m) => match m.split_tail() {
+                    Some((head, body)) => {
+                        OutboundChunks::from_parts(id, Bytes::from(head), body, limits.chunk_len)
+                    }
+                    None => OutboundChunks::new(id, Bytes::from(m.to_bytes()), limits.chunk_len),
+                },
             });
         } else {
             match msg.kind().priority() {
@@ -209,7 +237,7 @@ mod tests {
         let mut q = OutboundQueue::default();
         for m in [tx(5000), tx(10), Message::Ping { nonce: 1 }] {
             let len = m.encoded_len();
-            q.push(m, len, &LIMITS).unwrap();
+            q.push(Outgoing::Message(m), len, &LIMITS).unwrap();
         }
         let mut frame = Vec::new();
         let done = q.fill_frame(&mut frame, 1020);
@@ -235,15 +263,21 @@ mod tests {
         let mut q = OutboundQueue::default();
         let m = tx(200_000);
         let len = m.encoded_len();
-        assert_eq!(q.push(m, len, &LIMITS), Err(QueueFull::Bytes));
+        assert_eq!(
+            q.push(Outgoing::Message(m), len, &LIMITS),
+            Err(QueueFull::Bytes)
+        );
         for i in 0..10 {
             let m = Message::Pong { nonce: i };
             let len = m.encoded_len();
-            q.push(m, len, &LIMITS).unwrap();
+            q.push(Outgoing::Message(m), len, &LIMITS).unwrap();
         }
         assert!(q.reply_bytes() > 0);
         let m = Message::Ping { nonce: 0 };
-        assert_eq!(q.push(m, 2, &LIMITS), Err(QueueFull::Messages));
+        assert_eq!(
+            q.push(Outgoing::Message(m), 2, &LIMITS),
+            Err(QueueFull::Messages)
+        );
         assert_eq!(q.clear(), 10);
         assert_eq!((q.bytes(), q.reply_bytes(), q.messages()), (0, 0, 0));
     }

@@ -1690,10 +1690,18 @@ impl Node {
                 targets.truncate(n);
             }
         }
-        let wire = gossip_to_message(message);
+        // Encoded once, shared by every peer's queue.
+        let Ok(wire) = gossip_to_message(message).encoded() else {
+            return Vec::new();
+        };
         let mut out = Vec::with_capacity(targets.len());
         for (_, _, peer, id) in targets {
-            let status = match self.send_to(id, wire.clone()) {
+            let sent = match self.conns.get_mut(&id) {
+                Some(c) => c.conn.send_encoded(wire.clone()),
+                None => Err(SendError::Closed),
+            };
+            self.dirty.insert(id);
+            let status = match sent {
                 Ok(()) => BroadcastStatus::Queued,
                 Err(_) => {
                     self.counters.gossip_dropped_queue_full += 1;
