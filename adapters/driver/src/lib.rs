@@ -1,3 +1,67 @@
-//! Placeholder for the silver-p2p `driver` crate, filled by a later milestone (see the README's
-//! Status section). It compiles so the workspace layout is in place from the start.
+//! # silver-p2p-driver
+//!
+//! Everything the runtime adapters share, written once: the clock that turns `Instant`s into
+//! core [`Timestamp`]s, [`DriverCore`] (the node plus the glue that turns its outputs into
+//! socket actions and its events into answers for the handle), the generic async run loop
+//! over a four-method-sized [`Runtime`] trait, the [`NetworkHandle`] API users call, and the
+//! node's files (identity key, address book and ban snapshot).
+//!
+//! A runtime crate (tokio, smol, async-std) only implements [`Runtime`]: spawn, a timer, and
+//! TCP listen/accept/connect with split read and write halves. The std-thread adapter drives
+//! [`DriverCore`] from threads instead of tasks.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod clock;
+mod core_loop;
+mod files;
+mod handle;
+mod runtime;
+
+pub use clock::Clock;
+pub use core_loop::{Action, Command, DriverCore, EventHandler};
+pub use files::{load_or_create_key, os_seed, write_atomic, Files, FilesError};
+pub use handle::{BlockingHandle, EventStream, HandleError, NetworkHandle};
+pub use runtime::{start, BoxFuture, ReadHalf, Runtime, StartError, WriteHalf};
+pub use silver_p2p_core as core;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use silver_p2p_core::node::NodeConfig;
+
+/// How to start a node: its configuration, where to listen, and where its files live.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The node configuration (TOML-parsed or built in code).
+    pub config: NodeConfig,
+    /// Addresses to listen on (port 0 picks a free port; the bound address is announced).
+    pub listen: Vec<SocketAddr>,
+    /// Directory for the key file and the peers snapshot; `None` keeps nothing on disk and
+    /// uses a fresh identity.
+    pub data_dir: Option<PathBuf>,
+    /// Events buffered per subscriber before further ones are dropped (and counted).
+    pub event_capacity: usize,
+    /// How often the address book and bans are saved (also saved at shutdown).
+    pub save_interval: Duration,
+}
+
+impl NodeOptions {
+    /// Options with `config`, listening on `listen`, nothing on disk.
+    pub fn new(config: NodeConfig, listen: Vec<SocketAddr>) -> Self {
+        NodeOptions {
+            config,
+            listen,
+            data_dir: None,
+            event_capacity: 65_536,
+            save_interval: Duration::from_secs(60),
+        }
+    }
+
+    /// Keeps the key and snapshot files under `dir`.
+    pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+}

@@ -1,3 +1,123 @@
-//! Placeholder for the silver-p2p `tokio` crate, filled by a later milestone (see the README's
-//! Status section). It compiles so the workspace layout is in place from the start.
+//! Run a silver-p2p node on tokio. This crate only tells the shared driver how tokio spawns,
+//! sleeps and does TCP; everything else is in `silver-p2p-driver`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use silver_p2p_tokio::{NetworkManager, NodeConfig};
+//! let node = NetworkManager::new(NodeConfig::default(), vec!["127.0.0.1:0".parse()?])
+//!     .start()
+//!     .await?;
+//! println!("listening on {:?} as {}", node.listen_addrs(), node.peer_id());
+//! node.stop(std::time::Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use silver_p2p_driver::{BoxFuture, ReadHalf, Runtime, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+pub use silver_p2p_driver::core::node::NodeConfig;
+pub use silver_p2p_driver::{
+    core, EventStream, HandleError, NetworkHandle, NodeOptions, StartError,
+};
+
+/// The tokio [`Runtime`]: tasks go to the current tokio runtime.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tokio;
+
+/// A tokio read half.
+pub struct Reader(OwnedReadHalf);
+/// A tokio write half.
+pub struct Writer(OwnedWriteHalf);
+
+impl ReadHalf for Reader {
+    fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<usize>> {
+        Box::pin(self.0.read(buf))
+    }
+}
+
+impl WriteHalf for Writer {
+    fn write_all<'a>(&'a mut self, buf: &'a [u8]) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(self.0.write_all(buf))
+    }
+    fn close(&mut self) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(self.0.shutdown())
+    }
+}
+
+fn split(s: TcpStream) -> io::Result<(Reader, Writer)> {
+    s.set_nodelay(true)?;
+    let (r, w) = s.into_split();
+    Ok((Reader(r), Writer(w)))
+}
+
+impl Runtime for Tokio {
+    type Listener = TcpListener;
+    type Read = Reader;
+    type Write = Writer;
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        tokio::spawn(task);
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep_until(deadline.into()))
+    }
+
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<(TcpListener, SocketAddr)>> {
+        Box::pin(async move {
+            let l = TcpListener::bind(addr).await?;
+            let a = l.local_addr()?;
+            Ok((l, a))
+        })
+    }
+
+    fn accept(
+        &self,
+        l: Arc<TcpListener>,
+    ) -> BoxFuture<'static, io::Result<(Reader, Writer, SocketAddr)>> {
+        Box::pin(async move {
+            let (s, remote) = l.accept().await?;
+            let (r, w) = split(s)?;
+            Ok((r, w, remote))
+        })
+    }
+
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<(Reader, Writer)>> {
+        Box::pin(async move { split(TcpStream::connect(addr).await?) })
+    }
+}
+
+/// Builds and starts a node on the current tokio runtime (the seed API's
+/// `NetworkManager::new(config)` … `start()`).
+#[derive(Debug, Clone)]
+pub struct NetworkManager {
+    options: NodeOptions,
+}
+
+impl NetworkManager {
+    /// A node with `config` listening on `listen` (port 0 picks a free port).
+    pub fn new(config: NodeConfig, listen: Vec<SocketAddr>) -> Self {
+        NetworkManager {
+            options: NodeOptions::new(config, listen),
+        }
+    }
+
+    /// From full options (data directory, event capacity, save interval).
+    pub fn with_options(options: NodeOptions) -> Self {
+        NetworkManager { options }
+    }
+
+    /// Binds, loads the node's files and starts it; must run inside a tokio runtime.
+    pub async fn start(self) -> Result<NetworkHandle, StartError> {
+        silver_p2p_driver::start(Tokio, self.options).await
+    }
+}

@@ -1,0 +1,320 @@
+//! [`DriverCore`]: the node with the glue every adapter needs. It turns commands from the
+//! handle into node calls, node outputs into socket [`Action`]s, and node events into answers
+//! for waiting handle calls and into the application's event streams.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use silver_p2p_core::node::*;
+use silver_p2p_core::{PeerAddr, PeerId, Timestamp};
+
+use crate::clock::Clock;
+use crate::files::Files;
+use crate::handle::HandleError;
+
+/// A callback the loop runs on every event (`register_message_handler`). It runs on the
+/// loop: keep it short, or hand the work to another task.
+pub type EventHandler = Box<dyn FnMut(&Event) + Send>;
+
+/// What the handle asks of the loop. Each carries its reply channel.
+#[non_exhaustive]
+pub enum Command {
+    /// Broadcast to every peer.
+    Broadcast(
+        GossipMessage,
+        oneshot::Sender<Result<BroadcastReport, HandleError>>,
+    ),
+    /// Unicast; the reply comes when it is delivered or failed.
+    Unicast(PeerId, u32, Bytes, oneshot::Sender<Result<(), HandleError>>),
+    /// Request; the reply is the answer.
+    Request(PeerId, Request, oneshot::Sender<Result<Bytes, HandleError>>),
+    /// Answer a peer's request.
+    Respond(
+        InboundRequestId,
+        Option<Bytes>,
+        oneshot::Sender<Result<(), HandleError>>,
+    ),
+    /// Dial an address once.
+    Connect(PeerAddr, oneshot::Sender<Result<(), HandleError>>),
+    /// Dial an address and keep redialing it.
+    AddBootstrap(PeerAddr),
+    /// Run discovery now.
+    Discover,
+    /// Ban a peer.
+    Ban(PeerId, Duration),
+    /// Lift a ban.
+    Unban(PeerId),
+    /// Report the validation verdict on gossip.
+    Validate(MessageId, Validation),
+    /// Connected peers.
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    /// Statistics.
+    Stats(oneshot::Sender<NetworkStats>),
+    /// Subscribe to events.
+    Subscribe(mpsc::Sender<Event>),
+    /// Run a callback on every event.
+    RegisterHandler(EventHandler),
+    /// Shut down gracefully; the reply is the report.
+    Stop(Duration, oneshot::Sender<ShutdownReport>),
+}
+
+/// What the runtime must do with sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a TCP connection for `conn`; report the result with `Input::Connected` or
+    /// `Input::Closed`.
+    Dial {
+        /// The connection.
+        conn: ConnectionId,
+        /// Where.
+        addr: SocketAddr,
+    },
+    /// Write the bytes in order, then report `Input::Written`.
+    Transmit {
+        /// The connection.
+        conn: ConnectionId,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Close after writing what was sent before.
+    Close {
+        /// The connection.
+        conn: ConnectionId,
+    },
+    /// Stop reading this socket.
+    PauseRead {
+        /// The connection.
+        conn: ConnectionId,
+    },
+    /// Read it again.
+    ResumeRead {
+        /// The connection.
+        conn: ConnectionId,
+    },
+}
+
+/// The node and the adapter-side state around it. Runtimes call its methods from their loop
+/// and carry out the [`Action`]s it hands to `drain`.
+pub struct DriverCore {
+    node: Node,
+    clock: Clock,
+    unicasts: BTreeMap<UnicastId, oneshot::Sender<Result<(), HandleError>>>,
+    requests: BTreeMap<RequestId, oneshot::Sender<Result<Bytes, HandleError>>>,
+    stops: Vec<oneshot::Sender<ShutdownReport>>,
+    subscribers: Vec<mpsc::Sender<Event>>,
+    handlers: Vec<EventHandler>,
+    files: Option<Files>,
+    save_interval: Duration,
+    next_save: Instant,
+    finished: Option<ShutdownReport>,
+    /// Events dropped because a subscriber did not keep up.
+    pub dropped_events: u64,
+}
+
+impl DriverCore {
+    /// Wraps `node` (created with `clock.now()`), saving snapshots through `files` every
+    /// `save_interval` if given.
+    pub fn new(node: Node, clock: Clock, files: Option<Files>, save_interval: Duration) -> Self {
+        DriverCore {
+            node,
+            clock,
+            unicasts: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            stops: Vec::new(),
+            subscribers: Vec::new(),
+            handlers: Vec::new(),
+            files,
+            save_interval,
+            next_save: Instant::now() + save_interval,
+            finished: None,
+            dropped_events: 0,
+        }
+    }
+
+    /// The node, for reading.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The current time on the node's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Whether the node has shut down (the loop may exit once it has drained).
+    pub fn is_finished(&self) -> bool {
+        self.finished.is_some()
+    }
+
+    /// A socket was accepted: registers it, or says why it must be dropped.
+    pub fn accept(&mut self, remote: SocketAddr) -> Result<ConnectionId, AcceptError> {
+        let now = self.now();
+        self.node.accept(now, remote)
+    }
+
+    /// Applies a socket event.
+    pub fn input(&mut self, input: Input<'_>) {
+        let now = self.now();
+        self.node.handle_input(now, input);
+    }
+
+    /// Fires due timers (call when [`DriverCore::next_deadline`] passed; extra calls are
+    /// harmless) and saves the snapshot when it is due.
+    pub fn timeout(&mut self) {
+        let now = self.now();
+        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.node.handle_input(now, Input::Timeout);
+        }
+        if Instant::now() >= self.next_save {
+            self.next_save = Instant::now() + self.save_interval;
+            self.save();
+        }
+    }
+
+    /// The next instant at which to call [`DriverCore::timeout`].
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let node = self.node.poll_timeout().map(|t| self.clock.instant(t));
+        let save = self.files.as_ref().map(|_| self.next_save);
+        [node, save].into_iter().flatten().min()
+    }
+
+    fn save(&mut self) {
+        if let Some(f) = &self.files {
+            let snapshot = self.node.snapshot(self.clock.now());
+            if let Err(e) = f.save_snapshot(&snapshot) {
+                tracing::warn!("could not save the peers snapshot: {e}");
+            }
+        }
+    }
+
+    /// Carries out a handle command.
+    pub fn command(&mut self, cmd: Command) {
+        let now = self.now();
+        let n = &mut self.node;
+        match cmd {
+            Command::Broadcast(m, reply) => {
+                let _ = reply.send(
+                    n.broadcast(now, m, BroadcastOptions::default())
+                        .map_err(HandleError::from),
+                );
+            }
+            Command::Unicast(peer, kind, data, reply) => match n.unicast(now, &peer, kind, data) {
+                Ok(id) => {
+                    self.unicasts.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Command::Request(peer, req, reply) => match n.request(now, &peer, req) {
+                Ok(id) => {
+                    self.requests.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Command::Respond(id, answer, reply) => {
+                let _ = reply.send(n.respond(now, id, answer).map_err(HandleError::from));
+            }
+            Command::Connect(addr, reply) => {
+                let _ = reply.send(n.connect(now, addr).map(|_| ()).map_err(HandleError::from));
+            }
+            Command::AddBootstrap(addr) => n.add_persistent_peer(now, addr),
+            Command::Discover => n.discover(now),
+            Command::Ban(peer, d) => n.ban(now, peer, d),
+            Command::Unban(peer) => {
+                n.unban(&peer);
+            }
+            Command::Validate(id, v) => {
+                let _ = n.validation_result(now, id, v);
+            }
+            Command::Peers(reply) => {
+                let _ = reply.send(n.peers());
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(n.stats(now));
+            }
+            Command::Subscribe(tx) => self.subscribers.push(tx),
+            Command::RegisterHandler(h) => self.handlers.push(h),
+            Command::Stop(grace, reply) => match &self.finished {
+                Some(report) => {
+                    let _ = reply.send(report.clone());
+                }
+                None => {
+                    self.stops.push(reply);
+                    n.shutdown(now, grace);
+                }
+            },
+        }
+    }
+
+    /// Drains the node: socket work goes to `act`, events to their waiters and subscribers.
+    /// Call after every input, command and timeout.
+    pub fn drain(&mut self, mut act: impl FnMut(Action)) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Transmit { conn, bytes } => act(Action::Transmit { conn, bytes }),
+                Output::Dial { conn, addr } => act(Action::Dial { conn, addr }),
+                Output::Close { conn } => act(Action::Close { conn }),
+                Output::PauseRead { conn } => act(Action::PauseRead { conn }),
+                Output::ResumeRead { conn } => act(Action::ResumeRead { conn }),
+                Output::Event(e) => self.on_event(e),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match &e {
+            Event::UnicastDelivered { id, .. } => {
+                if let Some(tx) = self.unicasts.remove(id) {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Event::UnicastFailed { id, reason, .. } => {
+                if let Some(tx) = self.unicasts.remove(id) {
+                    let _ = tx.send(Err(HandleError::Unicast(reason.clone())));
+                }
+            }
+            Event::Response { id, result, .. } => {
+                if let Some(tx) = self.requests.remove(id) {
+                    let _ = tx.send(result.clone().map_err(HandleError::Request));
+                }
+            }
+            Event::ShutdownComplete(report) => {
+                self.save();
+                self.finished = Some(report.clone());
+                for tx in self.stops.drain(..) {
+                    let _ = tx.send(report.clone());
+                }
+            }
+            _ => {}
+        }
+        for h in &mut self.handlers {
+            h(&e);
+        }
+        let mut i = 0;
+        while i < self.subscribers.len() {
+            match self.subscribers[i].try_send(e.clone()) {
+                Ok(()) => i += 1,
+                Err(err) if err.is_full() => {
+                    self.dropped_events += 1;
+                    i += 1;
+                }
+                Err(_) => {
+                    // The subscriber went away.
+                    self.subscribers.swap_remove(i);
+                }
+            }
+        }
+    }
+}

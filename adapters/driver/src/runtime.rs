@@ -1,0 +1,400 @@
+//! The async run loop, written once for every async runtime, and the small [`Runtime`]
+//! trait a runtime crate implements to use it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::channel::mpsc;
+use futures::future::{select, Either};
+use futures::StreamExt;
+use silver_p2p_core::node::{ConnectionId, Input, Node};
+use silver_p2p_core::ConfigError;
+
+use crate::clock::Clock;
+use crate::core_loop::{Action, Command, DriverCore};
+use crate::files::{os_seed, Files, FilesError};
+use crate::handle::NetworkHandle;
+use crate::NodeOptions;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The reading half of a TCP stream.
+pub trait ReadHalf: Send + 'static {
+    /// Reads into `buf`; `Ok(0)` is end of stream. Must be cancel-safe (dropping the
+    /// future before it completes loses no data), as TCP reads in every runtime are.
+    fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<usize>>;
+}
+
+/// The writing half of a TCP stream.
+pub trait WriteHalf: Send + 'static {
+    /// Writes all of `buf`.
+    fn write_all<'a>(&'a mut self, buf: &'a [u8]) -> BoxFuture<'a, io::Result<()>>;
+    /// Flushes and shuts the write side down.
+    fn close(&mut self) -> BoxFuture<'_, io::Result<()>>;
+}
+
+/// What an async runtime supplies: spawning, a timer, and TCP. Implementations set
+/// `TCP_NODELAY` on every stream they return.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// A bound listener.
+    type Listener: Send + Sync + 'static;
+    /// A stream's reading half.
+    type Read: ReadHalf;
+    /// A stream's writing half.
+    type Write: WriteHalf;
+    /// Runs `task` in the background.
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+    /// Completes at `deadline` (or later; the loop checks the clock itself).
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;
+    /// Binds a listener; returns it with its actual address.
+    fn bind(
+        &self,
+        addr: SocketAddr,
+    ) -> BoxFuture<'static, io::Result<(Self::Listener, SocketAddr)>>;
+    /// Accepts one connection: its halves and the peer's address.
+    #[allow(clippy::type_complexity)] // spelled out so implementors see exactly what to return
+    fn accept(
+        &self,
+        listener: Arc<Self::Listener>,
+    ) -> BoxFuture<'static, io::Result<(Self::Read, Self::Write, SocketAddr)>>;
+    /// Connects.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> BoxFuture<'static, io::Result<(Self::Read, Self::Write)>>;
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration breaks a rule.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A listen address could not be bound (in use, not available, …).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
+    /// The data directory or a file in it could not be used.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+}
+
+/// What the per-connection and accept tasks tell the loop.
+enum Msg<R: Runtime> {
+    Accepted(R::Read, R::Write, SocketAddr),
+    Dialed(ConnectionId, io::Result<(R::Read, R::Write)>),
+    Received(ConnectionId, Vec<u8>),
+    Written(ConnectionId, usize),
+    Ended(ConnectionId, Option<String>),
+    Command(Command),
+}
+
+enum ToWriter {
+    Data(Vec<u8>),
+    Close,
+}
+
+struct ConnIo {
+    writer: mpsc::UnboundedSender<ToWriter>,
+    reader: mpsc::UnboundedSender<bool>,
+}
+
+/// Starts a node on runtime `rt`: binds the listeners, loads or creates the identity and the
+/// peers snapshot from the data directory, and spawns the loop. Returns the handle.
+pub async fn start<R: Runtime>(rt: R, opts: NodeOptions) -> Result<NetworkHandle, StartError> {
+    opts.config.validate()?;
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for addr in &opts.listen {
+        let (l, a) = rt.bind(*addr).await.map_err(|source| StartError::Bind {
+            addr: *addr,
+            source,
+        })?;
+        listeners.push(Arc::new(l));
+        bound.push(a);
+    }
+    let files = opts.data_dir.as_ref().map(Files::open).transpose()?;
+    let key = match &files {
+        Some(f) => f.key()?,
+        None => silver_p2p_core::Keypair::from_private_key(os_seed()?),
+    };
+    let mut config = opts.config.clone();
+    if config.listen_addrs.is_empty() {
+        config.listen_addrs = bound.clone();
+    }
+    let clock = Clock::new();
+    let mut node = Node::new(config, key, os_seed()?, clock.now())?;
+    if let Some(f) = &files {
+        f.load_snapshot(|bytes| node.restore(clock.now(), bytes))?;
+    }
+    let peer_id = node.peer_id();
+    let core = DriverCore::new(node, clock, files, opts.save_interval);
+    let (tx, rx) = mpsc::unbounded::<Msg<R>>();
+    for l in listeners {
+        let (rt2, tx2) = (rt.clone(), tx.clone());
+        rt.spawn(Box::pin(accept_loop(rt2, l, tx2)));
+    }
+    let send_tx = tx.clone();
+    let handle = NetworkHandle::new(
+        move |cmd| send_tx.unbounded_send(Msg::Command(cmd)).is_ok(),
+        peer_id,
+        bound,
+        opts.event_capacity,
+    );
+    rt.spawn(Box::pin(run(rt.clone(), core, rx, tx)));
+    Ok(handle)
+}
+
+async fn accept_loop<R: Runtime>(rt: R, l: Arc<R::Listener>, tx: mpsc::UnboundedSender<Msg<R>>) {
+    loop {
+        match rt.accept(l.clone()).await {
+            Ok((r, w, remote)) => {
+                if tx.unbounded_send(Msg::Accepted(r, w, remote)).is_err() {
+                    return; // the node stopped
+                }
+            }
+            Err(e) => {
+                if tx.is_closed() {
+                    return;
+                }
+                // Out of file descriptors and similar: back off briefly instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                rt.sleep_until(Instant::now() + std::time::Duration::from_millis(50))
+                    .await;
+            }
+        }
+    }
+}
+
+async fn reader<R: Runtime>(
+    mut r: R::Read,
+    conn: ConnectionId,
+    tx: mpsc::UnboundedSender<Msg<R>>,
+    mut ctl: mpsc::UnboundedReceiver<bool>,
+) {
+    // One buffer per connection, reused for every read.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut paused = false;
+    loop {
+        if paused {
+            match ctl.next().await {
+                Some(p) => paused = p,
+                None => return,
+            }
+            continue;
+        }
+        let outcome = {
+            let read = r.read(&mut buf);
+            match select(read, ctl.next()).await {
+                Either::Left((res, _)) => Either::Left(res),
+                Either::Right((ctl_msg, _)) => Either::Right(ctl_msg),
+            }
+        };
+        match outcome {
+            Either::Left(Ok(0)) => {
+                let _ = tx.unbounded_send(Msg::Ended(conn, None));
+                return;
+            }
+            Either::Left(Ok(n)) => {
+                if tx
+                    .unbounded_send(Msg::Received(conn, buf[..n].to_vec()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Either::Left(Err(e)) => {
+                let _ = tx.unbounded_send(Msg::Ended(conn, Some(e.to_string())));
+                return;
+            }
+            Either::Right(Some(p)) => paused = p,
+            Either::Right(None) => return,
+        }
+    }
+}
+
+async fn writer<R: Runtime>(
+    mut w: R::Write,
+    conn: ConnectionId,
+    tx: mpsc::UnboundedSender<Msg<R>>,
+    mut rx: mpsc::UnboundedReceiver<ToWriter>,
+) {
+    /// Transmits waiting together are written with one call, up to this size.
+    const BATCH: usize = 512 * 1024;
+    while let Some(msg) = rx.next().await {
+        let mut buf = match msg {
+            ToWriter::Data(b) => b,
+            ToWriter::Close => {
+                let _ = w.close().await;
+                return;
+            }
+        };
+        let mut close = false;
+        while buf.len() < BATCH {
+            match rx.try_recv() {
+                Ok(ToWriter::Data(more)) => buf.extend_from_slice(&more),
+                Ok(ToWriter::Close) => {
+                    close = true;
+                    break;
+                }
+                _ => break,
+            }
+        }
+        if let Err(e) = w.write_all(&buf).await {
+            let _ = tx.unbounded_send(Msg::Ended(conn, Some(e.to_string())));
+            return;
+        }
+        let _ = tx.unbounded_send(Msg::Written(conn, buf.len()));
+        if close {
+            let _ = w.close().await;
+            return;
+        }
+    }
+}
+
+/// The loop: waits for socket events, commands or the next deadline, applies them to the
+/// core, and carries out the resulting actions. Ends when the node has shut down.
+async fn run<R: Runtime>(
+    rt: R,
+    mut core: DriverCore,
+    mut rx: mpsc::UnboundedReceiver<Msg<R>>,
+    tx: mpsc::UnboundedSender<Msg<R>>,
+) {
+    let mut io: BTreeMap<ConnectionId, ConnIo> = BTreeMap::new();
+    let mut dialing: BTreeSet<ConnectionId> = BTreeSet::new();
+    loop {
+        let mut actions = Vec::new();
+        core.drain(|a| actions.push(a));
+        for a in actions {
+            match a {
+                Action::Dial { conn, addr } => {
+                    dialing.insert(conn);
+                    let (rt2, tx2) = (rt.clone(), tx.clone());
+                    rt.spawn(Box::pin(async move {
+                        let r = rt2.connect(addr).await;
+                        let _ = tx2.unbounded_send(Msg::Dialed(conn, r));
+                    }));
+                }
+                Action::Transmit { conn, bytes } => {
+                    if let Some(c) = io.get(&conn) {
+                        let _ = c.writer.unbounded_send(ToWriter::Data(bytes));
+                    }
+                }
+                Action::Close { conn } => {
+                    dialing.remove(&conn);
+                    if let Some(c) = io.remove(&conn) {
+                        let _ = c.writer.unbounded_send(ToWriter::Close);
+                    }
+                }
+                Action::PauseRead { conn } => {
+                    if let Some(c) = io.get(&conn) {
+                        let _ = c.reader.unbounded_send(true);
+                    }
+                }
+                Action::ResumeRead { conn } => {
+                    if let Some(c) = io.get(&conn) {
+                        let _ = c.reader.unbounded_send(false);
+                    }
+                }
+            }
+        }
+        if core.is_finished() {
+            for (_, c) in std::mem::take(&mut io) {
+                let _ = c.writer.unbounded_send(ToWriter::Close);
+            }
+            return;
+        }
+        let msg = match core.next_deadline() {
+            Some(deadline) if deadline <= Instant::now() => None,
+            Some(deadline) => match select(rx.next(), rt.sleep_until(deadline)).await {
+                Either::Left((m, _)) => m.map(Some).unwrap_or(None),
+                Either::Right(_) => None,
+            },
+            None => rx.next().await,
+        };
+        if let Some(msg) = msg {
+            handle_msg(&rt, &mut core, &mut io, &mut dialing, &tx, msg);
+            // Take whatever else is already waiting before acting, so bursts are batched.
+            while let Ok(msg) = rx.try_recv() {
+                handle_msg(&rt, &mut core, &mut io, &mut dialing, &tx, msg);
+            }
+        }
+        // The timer may have fired late or not at all: check the clock ourselves.
+        core.timeout();
+    }
+}
+
+fn spawn_io<R: Runtime>(
+    rt: &R,
+    io: &mut BTreeMap<ConnectionId, ConnIo>,
+    tx: &mpsc::UnboundedSender<Msg<R>>,
+    conn: ConnectionId,
+    r: R::Read,
+    w: R::Write,
+) {
+    let (wtx, wrx) = mpsc::unbounded();
+    let (rtx, rrx) = mpsc::unbounded();
+    rt.spawn(Box::pin(writer::<R>(w, conn, tx.clone(), wrx)));
+    rt.spawn(Box::pin(reader::<R>(r, conn, tx.clone(), rrx)));
+    io.insert(
+        conn,
+        ConnIo {
+            writer: wtx,
+            reader: rtx,
+        },
+    );
+}
+
+fn handle_msg<R: Runtime>(
+    rt: &R,
+    core: &mut DriverCore,
+    io: &mut BTreeMap<ConnectionId, ConnIo>,
+    dialing: &mut BTreeSet<ConnectionId>,
+    tx: &mpsc::UnboundedSender<Msg<R>>,
+    msg: Msg<R>,
+) {
+    match msg {
+        Msg::Accepted(r, w, remote) => match core.accept(remote) {
+            Ok(conn) => spawn_io(rt, io, tx, conn, r, w),
+            Err(e) => tracing::debug!("refused {remote}: {e}"),
+        },
+        Msg::Dialed(conn, result) => {
+            if !dialing.remove(&conn) {
+                return; // closed while dialing: drop the stream
+            }
+            match result {
+                Ok((r, w)) => {
+                    spawn_io(rt, io, tx, conn, r, w);
+                    core.input(Input::Connected { conn });
+                }
+                Err(e) => core.input(Input::Closed {
+                    conn,
+                    error: Some(e.to_string()),
+                }),
+            }
+        }
+        Msg::Received(conn, bytes) => core.input(Input::Received {
+            conn,
+            bytes: &bytes,
+        }),
+        Msg::Written(conn, n) => core.input(Input::Written { conn, bytes: n }),
+        Msg::Ended(conn, error) => {
+            if let Some(c) = io.remove(&conn) {
+                let _ = c.writer.unbounded_send(ToWriter::Close);
+            }
+            core.input(Input::Closed { conn, error });
+        }
+        Msg::Command(cmd) => core.command(cmd),
+    }
+}
