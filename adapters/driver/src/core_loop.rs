@@ -96,6 +96,40 @@ pub enum Action {
     },
 }
 
+/// What a runtime does with sockets, driven by [`DriverCore::handle_event`] and
+/// [`DriverCore::act`]: the connection-to-socket table. Async runtimes keep per-connection
+/// tasks, the std-thread adapter per-connection threads; the dispatch logic is this one.
+pub trait SocketTable {
+    /// A connected stream, as the runtime represents it.
+    type Stream;
+    /// Starts reading and writing `stream` for `conn`.
+    fn open(&mut self, conn: ConnectionId, stream: Self::Stream);
+    /// Queues bytes for `conn`'s socket (in order); report them written later.
+    fn write(&mut self, conn: ConnectionId, bytes: Vec<u8>);
+    /// Closes `conn`'s socket after the bytes queued before; forgets it.
+    fn close(&mut self, conn: ConnectionId);
+    /// Stops (`true`) or resumes reading `conn`.
+    fn pause(&mut self, conn: ConnectionId, paused: bool);
+    /// Starts connecting to `addr` for `conn`; report with [`LoopEvent::Dialed`].
+    fn dial(&mut self, conn: ConnectionId, addr: SocketAddr);
+}
+
+/// What the runtime's socket side tells the loop.
+pub enum LoopEvent<S> {
+    /// A listener accepted a stream.
+    Accepted(S, SocketAddr),
+    /// A dial finished.
+    Dialed(ConnectionId, std::io::Result<S>),
+    /// Bytes were read.
+    Received(ConnectionId, Vec<u8>),
+    /// Bytes were written.
+    Written(ConnectionId, usize),
+    /// The socket ended (clean end of stream: `None`) or failed.
+    Ended(ConnectionId, Option<String>),
+    /// A handle command.
+    Command(Command),
+}
+
 /// The node and the adapter-side state around it. Runtimes call its methods from their loop
 /// and carry out the [`Action`]s it hands to `drain`.
 pub struct DriverCore {
@@ -110,6 +144,8 @@ pub struct DriverCore {
     save_interval: Duration,
     next_save: Instant,
     finished: Option<ShutdownReport>,
+    /// Connections being dialed (a stream arriving for any other is dropped).
+    dialing: std::collections::BTreeSet<ConnectionId>,
     /// Events dropped because a subscriber did not keep up.
     pub dropped_events: u64,
 }
@@ -130,6 +166,7 @@ impl DriverCore {
             save_interval,
             next_save: Instant::now() + save_interval,
             finished: None,
+            dialing: std::collections::BTreeSet::new(),
             dropped_events: 0,
         }
     }
@@ -254,6 +291,63 @@ impl DriverCore {
                     n.shutdown(now, grace);
                 }
             },
+        }
+    }
+
+    /// Applies one event from the runtime's socket side (or a command).
+    pub fn handle_event<T: SocketTable>(&mut self, ev: LoopEvent<T::Stream>, table: &mut T) {
+        match ev {
+            LoopEvent::Accepted(stream, remote) => match self.accept(remote) {
+                Ok(conn) => table.open(conn, stream),
+                Err(e) => tracing::debug!("refused {remote}: {e}"),
+            },
+            LoopEvent::Dialed(conn, result) => {
+                if !self.dialing.remove(&conn) {
+                    return; // closed while dialing: drop the stream
+                }
+                match result {
+                    Ok(stream) => {
+                        table.open(conn, stream);
+                        self.input(Input::Connected { conn });
+                    }
+                    Err(e) => self.input(Input::Closed {
+                        conn,
+                        error: Some(e.to_string()),
+                    }),
+                }
+            }
+            LoopEvent::Received(conn, bytes) => self.input(Input::Received {
+                conn,
+                bytes: &bytes,
+            }),
+            LoopEvent::Written(conn, n) => self.input(Input::Written { conn, bytes: n }),
+            LoopEvent::Ended(conn, error) => {
+                table.close(conn);
+                self.input(Input::Closed { conn, error });
+            }
+            LoopEvent::Command(cmd) => self.command(cmd),
+        }
+    }
+
+    /// Drains the node and carries out its socket actions on `table`. Call after every batch
+    /// of events and after timeouts.
+    pub fn act<T: SocketTable>(&mut self, table: &mut T) {
+        let mut actions = Vec::new();
+        self.drain(|a| actions.push(a));
+        for a in actions {
+            match a {
+                Action::Dial { conn, addr } => {
+                    self.dialing.insert(conn);
+                    table.dial(conn, addr);
+                }
+                Action::Transmit { conn, bytes } => table.write(conn, bytes),
+                Action::Close { conn } => {
+                    self.dialing.remove(&conn);
+                    table.close(conn);
+                }
+                Action::PauseRead { conn } => table.pause(conn, true),
+                Action::ResumeRead { conn } => table.pause(conn, false),
+            }
         }
     }
 

@@ -17,9 +17,11 @@ mod core_loop;
 mod files;
 mod handle;
 mod runtime;
+#[doc(hidden)]
+pub mod testing;
 
 pub use clock::Clock;
-pub use core_loop::{Action, Command, DriverCore, EventHandler};
+pub use core_loop::{Action, Command, DriverCore, EventHandler, LoopEvent, SocketTable};
 pub use files::{load_or_create_key, os_seed, write_atomic, Files, FilesError};
 pub use handle::{BlockingHandle, EventStream, HandleError, NetworkHandle};
 pub use runtime::{start, BoxFuture, ReadHalf, Runtime, StartError, WriteHalf};

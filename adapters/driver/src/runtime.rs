@@ -1,7 +1,7 @@
 //! The async run loop, written once for every async runtime, and the small [`Runtime`]
 //! trait a runtime crate implements to use it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -12,11 +12,11 @@ use std::time::Instant;
 use futures::channel::mpsc;
 use futures::future::{select, Either};
 use futures::StreamExt;
-use silver_p2p_core::node::{ConnectionId, Input, Node};
+use silver_p2p_core::node::{ConnectionId, Node};
 use silver_p2p_core::ConfigError;
 
 use crate::clock::Clock;
-use crate::core_loop::{Action, Command, DriverCore};
+use crate::core_loop::{DriverCore, LoopEvent, SocketTable};
 use crate::files::{os_seed, Files, FilesError};
 use crate::handle::NetworkHandle;
 use crate::NodeOptions;
@@ -90,15 +90,7 @@ pub enum StartError {
     Files(#[from] FilesError),
 }
 
-/// What the per-connection and accept tasks tell the loop.
-enum Msg<R: Runtime> {
-    Accepted(R::Read, R::Write, SocketAddr),
-    Dialed(ConnectionId, io::Result<(R::Read, R::Write)>),
-    Received(ConnectionId, Vec<u8>),
-    Written(ConnectionId, usize),
-    Ended(ConnectionId, Option<String>),
-    Command(Command),
-}
+type Msg<R> = LoopEvent<(<R as Runtime>::Read, <R as Runtime>::Write)>;
 
 enum ToWriter {
     Data(Vec<u8>),
@@ -147,7 +139,7 @@ pub async fn start<R: Runtime>(rt: R, opts: NodeOptions) -> Result<NetworkHandle
     }
     let send_tx = tx.clone();
     let handle = NetworkHandle::new(
-        move |cmd| send_tx.unbounded_send(Msg::Command(cmd)).is_ok(),
+        move |cmd| send_tx.unbounded_send(LoopEvent::Command(cmd)).is_ok(),
         peer_id,
         bound,
         opts.event_capacity,
@@ -160,7 +152,10 @@ async fn accept_loop<R: Runtime>(rt: R, l: Arc<R::Listener>, tx: mpsc::Unbounded
     loop {
         match rt.accept(l.clone()).await {
             Ok((r, w, remote)) => {
-                if tx.unbounded_send(Msg::Accepted(r, w, remote)).is_err() {
+                if tx
+                    .unbounded_send(LoopEvent::Accepted((r, w), remote))
+                    .is_err()
+                {
                     return; // the node stopped
                 }
             }
@@ -203,19 +198,19 @@ async fn reader<R: Runtime>(
         };
         match outcome {
             Either::Left(Ok(0)) => {
-                let _ = tx.unbounded_send(Msg::Ended(conn, None));
+                let _ = tx.unbounded_send(LoopEvent::Ended(conn, None));
                 return;
             }
             Either::Left(Ok(n)) => {
                 if tx
-                    .unbounded_send(Msg::Received(conn, buf[..n].to_vec()))
+                    .unbounded_send(LoopEvent::Received(conn, buf[..n].to_vec()))
                     .is_err()
                 {
                     return;
                 }
             }
             Either::Left(Err(e)) => {
-                let _ = tx.unbounded_send(Msg::Ended(conn, Some(e.to_string())));
+                let _ = tx.unbounded_send(LoopEvent::Ended(conn, Some(e.to_string())));
                 return;
             }
             Either::Right(Some(p)) => paused = p,
@@ -252,14 +247,67 @@ async fn writer<R: Runtime>(
             }
         }
         if let Err(e) = w.write_all(&buf).await {
-            let _ = tx.unbounded_send(Msg::Ended(conn, Some(e.to_string())));
+            let _ = tx.unbounded_send(LoopEvent::Ended(conn, Some(e.to_string())));
             return;
         }
-        let _ = tx.unbounded_send(Msg::Written(conn, buf.len()));
+        let _ = tx.unbounded_send(LoopEvent::Written(conn, buf.len()));
         if close {
             let _ = w.close().await;
             return;
         }
+    }
+}
+
+/// The async runtimes' socket table: per-connection reader and writer tasks.
+struct AsyncTable<R: Runtime> {
+    rt: R,
+    tx: mpsc::UnboundedSender<Msg<R>>,
+    io: BTreeMap<ConnectionId, ConnIo>,
+}
+
+impl<R: Runtime> SocketTable for AsyncTable<R> {
+    type Stream = (R::Read, R::Write);
+
+    fn open(&mut self, conn: ConnectionId, (r, w): Self::Stream) {
+        let (wtx, wrx) = mpsc::unbounded();
+        let (rtx, rrx) = mpsc::unbounded();
+        self.rt
+            .spawn(Box::pin(writer::<R>(w, conn, self.tx.clone(), wrx)));
+        self.rt
+            .spawn(Box::pin(reader::<R>(r, conn, self.tx.clone(), rrx)));
+        self.io.insert(
+            conn,
+            ConnIo {
+                writer: wtx,
+                reader: rtx,
+            },
+        );
+    }
+
+    fn write(&mut self, conn: ConnectionId, bytes: Vec<u8>) {
+        if let Some(c) = self.io.get(&conn) {
+            let _ = c.writer.unbounded_send(ToWriter::Data(bytes));
+        }
+    }
+
+    fn close(&mut self, conn: ConnectionId) {
+        if let Some(c) = self.io.remove(&conn) {
+            let _ = c.writer.unbounded_send(ToWriter::Close);
+        }
+    }
+
+    fn pause(&mut self, conn: ConnectionId, paused: bool) {
+        if let Some(c) = self.io.get(&conn) {
+            let _ = c.reader.unbounded_send(paused);
+        }
+    }
+
+    fn dial(&mut self, conn: ConnectionId, addr: SocketAddr) {
+        let (rt, tx) = (self.rt.clone(), self.tx.clone());
+        self.rt.spawn(Box::pin(async move {
+            let r = rt.connect(addr).await;
+            let _ = tx.unbounded_send(LoopEvent::Dialed(conn, r));
+        }));
     }
 }
 
@@ -271,130 +319,36 @@ async fn run<R: Runtime>(
     mut rx: mpsc::UnboundedReceiver<Msg<R>>,
     tx: mpsc::UnboundedSender<Msg<R>>,
 ) {
-    let mut io: BTreeMap<ConnectionId, ConnIo> = BTreeMap::new();
-    let mut dialing: BTreeSet<ConnectionId> = BTreeSet::new();
+    let mut table = AsyncTable {
+        rt: rt.clone(),
+        tx,
+        io: BTreeMap::new(),
+    };
     loop {
-        let mut actions = Vec::new();
-        core.drain(|a| actions.push(a));
-        for a in actions {
-            match a {
-                Action::Dial { conn, addr } => {
-                    dialing.insert(conn);
-                    let (rt2, tx2) = (rt.clone(), tx.clone());
-                    rt.spawn(Box::pin(async move {
-                        let r = rt2.connect(addr).await;
-                        let _ = tx2.unbounded_send(Msg::Dialed(conn, r));
-                    }));
-                }
-                Action::Transmit { conn, bytes } => {
-                    if let Some(c) = io.get(&conn) {
-                        let _ = c.writer.unbounded_send(ToWriter::Data(bytes));
-                    }
-                }
-                Action::Close { conn } => {
-                    dialing.remove(&conn);
-                    if let Some(c) = io.remove(&conn) {
-                        let _ = c.writer.unbounded_send(ToWriter::Close);
-                    }
-                }
-                Action::PauseRead { conn } => {
-                    if let Some(c) = io.get(&conn) {
-                        let _ = c.reader.unbounded_send(true);
-                    }
-                }
-                Action::ResumeRead { conn } => {
-                    if let Some(c) = io.get(&conn) {
-                        let _ = c.reader.unbounded_send(false);
-                    }
-                }
-            }
-        }
+        core.act(&mut table);
         if core.is_finished() {
-            for (_, c) in std::mem::take(&mut io) {
-                let _ = c.writer.unbounded_send(ToWriter::Close);
+            let conns: Vec<ConnectionId> = table.io.keys().copied().collect();
+            for c in conns {
+                table.close(c);
             }
             return;
         }
         let msg = match core.next_deadline() {
             Some(deadline) if deadline <= Instant::now() => None,
             Some(deadline) => match select(rx.next(), rt.sleep_until(deadline)).await {
-                Either::Left((m, _)) => m.map(Some).unwrap_or(None),
+                Either::Left((m, _)) => m,
                 Either::Right(_) => None,
             },
             None => rx.next().await,
         };
         if let Some(msg) = msg {
-            handle_msg(&rt, &mut core, &mut io, &mut dialing, &tx, msg);
+            core.handle_event(msg, &mut table);
             // Take whatever else is already waiting before acting, so bursts are batched.
             while let Ok(msg) = rx.try_recv() {
-                handle_msg(&rt, &mut core, &mut io, &mut dialing, &tx, msg);
+                core.handle_event(msg, &mut table);
             }
         }
         // The timer may have fired late or not at all: check the clock ourselves.
         core.timeout();
-    }
-}
-
-fn spawn_io<R: Runtime>(
-    rt: &R,
-    io: &mut BTreeMap<ConnectionId, ConnIo>,
-    tx: &mpsc::UnboundedSender<Msg<R>>,
-    conn: ConnectionId,
-    r: R::Read,
-    w: R::Write,
-) {
-    let (wtx, wrx) = mpsc::unbounded();
-    let (rtx, rrx) = mpsc::unbounded();
-    rt.spawn(Box::pin(writer::<R>(w, conn, tx.clone(), wrx)));
-    rt.spawn(Box::pin(reader::<R>(r, conn, tx.clone(), rrx)));
-    io.insert(
-        conn,
-        ConnIo {
-            writer: wtx,
-            reader: rtx,
-        },
-    );
-}
-
-fn handle_msg<R: Runtime>(
-    rt: &R,
-    core: &mut DriverCore,
-    io: &mut BTreeMap<ConnectionId, ConnIo>,
-    dialing: &mut BTreeSet<ConnectionId>,
-    tx: &mpsc::UnboundedSender<Msg<R>>,
-    msg: Msg<R>,
-) {
-    match msg {
-        Msg::Accepted(r, w, remote) => match core.accept(remote) {
-            Ok(conn) => spawn_io(rt, io, tx, conn, r, w),
-            Err(e) => tracing::debug!("refused {remote}: {e}"),
-        },
-        Msg::Dialed(conn, result) => {
-            if !dialing.remove(&conn) {
-                return; // closed while dialing: drop the stream
-            }
-            match result {
-                Ok((r, w)) => {
-                    spawn_io(rt, io, tx, conn, r, w);
-                    core.input(Input::Connected { conn });
-                }
-                Err(e) => core.input(Input::Closed {
-                    conn,
-                    error: Some(e.to_string()),
-                }),
-            }
-        }
-        Msg::Received(conn, bytes) => core.input(Input::Received {
-            conn,
-            bytes: &bytes,
-        }),
-        Msg::Written(conn, n) => core.input(Input::Written { conn, bytes: n }),
-        Msg::Ended(conn, error) => {
-            if let Some(c) = io.remove(&conn) {
-                let _ = c.writer.unbounded_send(ToWriter::Close);
-            }
-            core.input(Input::Closed { conn, error });
-        }
-        Msg::Command(cmd) => core.command(cmd),
     }
 }

@@ -1,3 +1,322 @@
-//! Placeholder for the silver-p2p `std-thread` crate, filled by a later milestone (see the README's
-//! Status section). It compiles so the workspace layout is in place from the start.
+//! Run a silver-p2p node on plain `std::net` sockets and threads: one loop thread owns the
+//! node, each connection has a reader and a writer thread, and the handle blocks. No async
+//! runtime involved. The dispatch logic is the driver's ([`SocketTable`]); this crate only
+//! supplies threads and blocking sockets.
+//!
+//! ```no_run
+//! use silver_p2p_std_thread::{NetworkManager, NodeConfig};
+//! let node = NetworkManager::new(NodeConfig::default(), vec!["127.0.0.1:0".parse().unwrap()])
+//!     .start()
+//!     .unwrap();
+//! println!("listening on {:?}", node.listen_addrs());
+//! node.stop(std::time::Duration::from_secs(5)).unwrap();
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use silver_p2p_driver::core::node::{ConnectionId, Node};
+use silver_p2p_driver::{os_seed, Clock, DriverCore, Files, LoopEvent, SocketTable};
+
+pub use silver_p2p_driver::core::node::NodeConfig;
+pub use silver_p2p_driver::{
+    core, BlockingHandle, EventStream, HandleError, NodeOptions, StartError,
+};
+
+/// How long a dial may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Event = LoopEvent<TcpStream>;
+
+/// A reader thread's pause switch.
+#[derive(Default)]
+struct Gate {
+    paused: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Gate {
+    fn set(&self, paused: bool) {
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = paused;
+        self.cond.notify_all();
+    }
+
+    fn wait_open(&self) {
+        let mut p = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        while *p {
+            p = self.cond.wait(p).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+enum ToWriter {
+    Data(Vec<u8>),
+    Close,
+}
+
+struct ConnIo {
+    writer: Sender<ToWriter>,
+    gate: Arc<Gate>,
+    stream: TcpStream,
+}
+
+struct ThreadTable {
+    tx: Sender<Event>,
+    io: BTreeMap<ConnectionId, ConnIo>,
+}
+
+impl SocketTable for ThreadTable {
+    type Stream = TcpStream;
+
+    fn open(&mut self, conn: ConnectionId, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let (Ok(mut rd), Ok(mut wr), Ok(keep)) =
+            (stream.try_clone(), stream.try_clone(), stream.try_clone())
+        else {
+            let _ = self
+                .tx
+                .send(LoopEvent::Ended(conn, Some("cannot clone socket".into())));
+            return;
+        };
+        let gate = Arc::new(Gate::default());
+        let (wtx, wrx) = mpsc::channel::<ToWriter>();
+        let tx = self.tx.clone();
+        let g = gate.clone();
+        thread::spawn(move || {
+            // One buffer per connection, reused for every read.
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                g.wait_open();
+                match rd.read(&mut buf) {
+                    Ok(0) => {
+                        let _ = tx.send(LoopEvent::Ended(conn, None));
+                        return;
+                    }
+                    Ok(n) => {
+                        if tx
+                            .send(LoopEvent::Received(conn, buf[..n].to_vec()))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(LoopEvent::Ended(conn, Some(e.to_string())));
+                        return;
+                    }
+                }
+            }
+        });
+        let tx = self.tx.clone();
+        thread::spawn(move || {
+            const BATCH: usize = 512 * 1024;
+            while let Ok(msg) = wrx.recv() {
+                let mut buf = match msg {
+                    ToWriter::Data(b) => b,
+                    ToWriter::Close => break,
+                };
+                let mut close = false;
+                while buf.len() < BATCH {
+                    match wrx.try_recv() {
+                        Ok(ToWriter::Data(more)) => buf.extend_from_slice(&more),
+                        Ok(ToWriter::Close) => {
+                            close = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = wr.write_all(&buf) {
+                    let _ = tx.send(LoopEvent::Ended(conn, Some(e.to_string())));
+                    return;
+                }
+                let _ = tx.send(LoopEvent::Written(conn, buf.len()));
+                if close {
+                    break;
+                }
+            }
+            let _ = wr.flush();
+            let _ = wr.shutdown(Shutdown::Write);
+        });
+        self.io.insert(
+            conn,
+            ConnIo {
+                writer: wtx,
+                gate,
+                stream: keep,
+            },
+        );
+    }
+
+    fn write(&mut self, conn: ConnectionId, bytes: Vec<u8>) {
+        if let Some(c) = self.io.get(&conn) {
+            let _ = c.writer.send(ToWriter::Data(bytes));
+        }
+    }
+
+    fn close(&mut self, conn: ConnectionId) {
+        if let Some(c) = self.io.remove(&conn) {
+            let _ = c.writer.send(ToWriter::Close);
+            // Wake a reader blocked on a paused gate so its thread can end.
+            c.gate.set(false);
+            let _ = c.stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    fn pause(&mut self, conn: ConnectionId, paused: bool) {
+        if let Some(c) = self.io.get(&conn) {
+            c.gate.set(paused);
+        }
+    }
+
+    fn dial(&mut self, conn: ConnectionId, addr: SocketAddr) {
+        let tx = self.tx.clone();
+        thread::spawn(move || {
+            let r = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT);
+            let _ = tx.send(LoopEvent::Dialed(conn, r));
+        });
+    }
+}
+
+/// Builds and starts a node on threads.
+#[derive(Debug, Clone)]
+pub struct NetworkManager {
+    options: NodeOptions,
+}
+
+impl NetworkManager {
+    /// A node with `config` listening on `listen` (port 0 picks a free port).
+    pub fn new(config: NodeConfig, listen: Vec<SocketAddr>) -> Self {
+        NetworkManager {
+            options: NodeOptions::new(config, listen),
+        }
+    }
+
+    /// From full options (data directory, event capacity, save interval).
+    pub fn with_options(options: NodeOptions) -> Self {
+        NetworkManager { options }
+    }
+
+    /// Binds, loads the node's files and starts the loop thread; returns the blocking
+    /// handle.
+    pub fn start(self) -> Result<BlockingHandle, StartError> {
+        let opts = self.options;
+        opts.config.validate()?;
+        let mut listeners = Vec::new();
+        let mut bound = Vec::new();
+        for addr in &opts.listen {
+            let l = TcpListener::bind(addr).map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?;
+            let a = l.local_addr().map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?;
+            listeners.push(l);
+            bound.push(a);
+        }
+        let files = opts.data_dir.as_ref().map(Files::open).transpose()?;
+        let key = match &files {
+            Some(f) => f.key()?,
+            None => silver_p2p_driver::core::Keypair::from_private_key(os_seed()?),
+        };
+        let mut config = opts.config.clone();
+        if config.listen_addrs.is_empty() {
+            config.listen_addrs = bound.clone();
+        }
+        let clock = Clock::new();
+        let mut node = Node::new(config, key, os_seed()?, clock.now())?;
+        if let Some(f) = &files {
+            f.load_snapshot(|bytes| node.restore(clock.now(), bytes))?;
+        }
+        let peer_id = node.peer_id();
+        let core = DriverCore::new(node, clock, files, opts.save_interval);
+        let (tx, rx) = mpsc::channel::<Event>();
+        for l in listeners {
+            let tx = tx.clone();
+            thread::spawn(move || accept_loop(l, tx));
+        }
+        let send = Mutex::new(tx.clone());
+        let handle = silver_p2p_driver::NetworkHandle::new(
+            move |cmd| {
+                send.lock()
+                    .map(|s| s.send(LoopEvent::Command(cmd)).is_ok())
+                    .unwrap_or(false)
+            },
+            peer_id,
+            bound.clone(),
+            opts.event_capacity,
+        );
+        thread::spawn(move || run(core, rx, tx, bound));
+        Ok(handle.blocking())
+    }
+}
+
+fn accept_loop(l: TcpListener, tx: Sender<Event>) {
+    for s in l.incoming() {
+        match s {
+            Ok(s) => {
+                let remote = match s.peer_addr() {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                };
+                if tx.send(LoopEvent::Accepted(s, remote)).is_err() {
+                    return; // the node stopped
+                }
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn run(mut core: DriverCore, rx: Receiver<Event>, tx: Sender<Event>, listen: Vec<SocketAddr>) {
+    let mut table = ThreadTable {
+        tx,
+        io: BTreeMap::new(),
+    };
+    loop {
+        core.act(&mut table);
+        if core.is_finished() {
+            let conns: Vec<ConnectionId> = table.io.keys().copied().collect();
+            for c in conns {
+                table.close(c);
+            }
+            drop(rx);
+            // Wake the accept threads (blocked in accept) so they see the loop is gone.
+            for a in listen {
+                let _ = TcpStream::connect_timeout(&a, Duration::from_millis(200));
+            }
+            return;
+        }
+        let ev = match core.next_deadline() {
+            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                Ok(ev) => Some(ev),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
+            None => match rx.recv() {
+                Ok(ev) => Some(ev),
+                Err(_) => return,
+            },
+        };
+        if let Some(ev) = ev {
+            core.handle_event(ev, &mut table);
+            while let Ok(ev) = rx.try_recv() {
+                core.handle_event(ev, &mut table);
+            }
+        }
+        core.timeout();
+    }
+}

@@ -1,0 +1,136 @@
+//! Scenarios every adapter's tests run over real loopback sockets, written once. Not part of
+//! the stable API.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{select, Either};
+use silver_p2p_core::node::*;
+
+use crate::{EventStream, NetworkHandle};
+
+/// A configuration for test nodes.
+pub fn test_config() -> NodeConfig {
+    NodeConfig {
+        network_id: "adapter-test".into(),
+        ..Default::default()
+    }
+}
+
+/// A future that completes after `d`, on any executor (a helper thread does the waiting).
+pub fn sleep(d: Duration) -> impl Future<Output = ()> {
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(d);
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = rx.await;
+    }
+}
+
+/// Awaits `f`, failing the test after 10 s. Works under any runtime.
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    let f = std::pin::pin!(f);
+    let timeout = std::pin::pin!(sleep(Duration::from_secs(10)));
+    match select(f, timeout).await {
+        Either::Left((v, _)) => v,
+        Either::Right(_) => panic!("timed out: {what}"),
+    }
+}
+
+/// Waits for the first event `pick` accepts.
+pub async fn wait_for<T>(events: &mut EventStream, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+    loop {
+        let e = events.next().await.expect("node stopped");
+        if let Some(t) = pick(e) {
+            return t;
+        }
+    }
+}
+
+/// Two running nodes `a` and `b`: a dials b; then handshake, broadcast, acknowledged unicast,
+/// request and response, and graceful shutdown, each checked.
+pub async fn two_node_scenario(a: NetworkHandle, b: NetworkHandle) {
+    let mut b_events = b.events();
+    a.connect_to_peer(b.dial_addr().unwrap()).await.unwrap();
+    let peer = within(
+        "handshake",
+        wait_for(&mut b_events, |e| match e {
+            Event::PeerConnected { peer, .. } => Some(peer),
+            _ => None,
+        }),
+    )
+    .await;
+    assert_eq!(peer, a.peer_id());
+
+    let block = GossipMessage::Block(Bytes::from_static(b"block 1"));
+    let report = a.broadcast(block.clone()).await.unwrap();
+    assert_eq!(report.queued(), 1);
+    let got = within(
+        "gossip",
+        wait_for(&mut b_events, |e| match e {
+            Event::Gossip { message, .. } => Some(message),
+            _ => None,
+        }),
+    )
+    .await;
+    assert_eq!(got, block);
+
+    within(
+        "unicast",
+        a.unicast(b.peer_id(), 7, Bytes::from_static(b"hi b")),
+    )
+    .await
+    .unwrap();
+    let data = within(
+        "unicast event",
+        wait_for(&mut b_events, |e| match e {
+            Event::Unicast { kind: 7, data, .. } => Some(data),
+            _ => None,
+        }),
+    )
+    .await;
+    assert_eq!(data, Bytes::from_static(b"hi b"));
+
+    // b answers the request from its event stream, in a loop driven by this future.
+    let ask = a.request(b.peer_id(), Request::GetBlock(Bytes::from_static(b"h")));
+    let serve = async {
+        let id = wait_for(&mut b_events, |e| match e {
+            Event::Request {
+                id,
+                request: Request::GetBlock(h),
+                ..
+            } if h == "h" => Some(id),
+            _ => None,
+        })
+        .await;
+        b.respond(id, Some(Bytes::from_static(b"the block")))
+            .await
+            .unwrap();
+    };
+    let (answer, ()) = within("request", futures::future::join(ask, serve)).await;
+    assert_eq!(answer.unwrap(), Bytes::from_static(b"the block"));
+
+    let report = within("stop", a.stop(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert_eq!(report.peers_closed, 1);
+    assert_eq!(a.stop(Duration::from_secs(2)).await.unwrap(), report);
+    let reason = within(
+        "a's goodbye reaches b",
+        wait_for(&mut b_events, |e| match e {
+            Event::PeerDisconnected { reason, .. } => Some(reason),
+            _ => None,
+        }),
+    )
+    .await;
+    assert!(
+        matches!(reason, silver_p2p_core::CloseReason::RemoteGoodbye { .. }),
+        "{reason:?}"
+    );
+    within("stop b", b.stop(Duration::from_secs(1)))
+        .await
+        .unwrap();
+}

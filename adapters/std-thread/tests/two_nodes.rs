@@ -1,0 +1,13 @@
+//! Two thread-based nodes over real loopback sockets run the shared adapter scenario (the
+//! scenario is async; it runs on a minimal executor while the nodes run on threads).
+
+use silver_p2p_driver::testing::{test_config, two_node_scenario};
+use silver_p2p_std_thread::NetworkManager;
+
+#[test]
+fn two_nodes_talk_over_loopback() {
+    let start = || NetworkManager::new(test_config(), vec!["127.0.0.1:0".parse().unwrap()]).start();
+    let a = start().unwrap();
+    let b = start().unwrap();
+    futures::executor::block_on(two_node_scenario(a.0.clone(), b.0.clone()));
+}
