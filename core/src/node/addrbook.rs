@@ -795,7 +795,7 @@ impl AddressBook {
     }
 
     /// Records a dial attempt to `addr` at `now` (call it when the connection is started).
-    /// [`AddressBook::select`] then skips the address for `retry_interval_secs`. Unknown
+    /// [`AddressBook::select`] then skips the address for `retry_interval_secs` unless the attempt succeeds. Unknown
     /// addresses are ignored.
     pub fn mark_attempt(&mut self, now: Timestamp, addr: &SocketAddr) {
         self.observe(now);
@@ -909,7 +909,12 @@ impl AddressBook {
         // pools[fallback][tried]
         let mut pools: [[Vec<(PeerAddr, u64)>; 2]; 2] = Default::default();
         for (socket, entry) in &self.entries {
-            if entry.tried.is_some_and(|t| now.saturating_sub(t) < retry) {
+            // A recent attempt that failed waits out the retry interval; one that succeeded
+            // (a peer we lost, or knew before a restart) may be dialed again at once.
+            let failed_recently = entry.tried.is_some_and(|t| {
+                now.saturating_sub(t) < retry && entry.success.is_none_or(|s| s < t)
+            });
+            if failed_recently {
                 continue;
             }
             let addr = PeerAddr {
