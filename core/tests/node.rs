@@ -440,6 +440,7 @@ fn a_flooding_peer_is_paused_then_banned_for_sustained_abuse() {
             c.rate_limit.messages_per_sec = 50;
             c.rate_limit.message_burst = 50;
             c.rate_limit.abuse_threshold = 3;
+            c.bans.rate_limit_abuse = 50;
         }
     });
     net.run_for(Duration::from_secs(5));

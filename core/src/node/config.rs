@@ -267,7 +267,9 @@ pub struct BanConfig {
     pub protocol_violation: u32,
     /// Score of broken chunking. Default 100.
     pub invalid_chunking: u32,
-    /// Score of sustained rate-limit abuse. Default 50.
+    /// Score of sustained rate-limit abuse. Default 0: reading pauses are the defence, and
+    /// an honest peer relaying heavy traffic under TCP back-pressure hits the limit again
+    /// after every pause just like an abusive one, so penalising it is opt-in.
     pub rate_limit_abuse: u32,
     /// Score of a response to a request we never sent. Default 20.
     pub unsolicited_response: u32,
@@ -286,7 +288,7 @@ impl Default for BanConfig {
             threshold: 100,
             protocol_violation: 100,
             invalid_chunking: 100,
-            rate_limit_abuse: 50,
+            rate_limit_abuse: 0,
             unsolicited_response: 20,
             invalid_payload: 50,
             duration: Duration::from_secs(3600),

@@ -474,6 +474,7 @@ impl Node {
             active_bans: self.peer_bans.len() + self.ip_bans.len(),
             pending_unicasts: self.unicasts.len(),
             pending_requests: self.requests.len(),
+            buffered_bytes: self.buffered_bytes(),
             per_peer: self.peers(),
         }
     }

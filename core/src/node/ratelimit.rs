@@ -178,21 +178,21 @@ impl TokenBucket {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Messages per second a peer may sustain. At least 1. Default 1000.
+    /// Messages per second a peer may sustain. At least 1. Default 10,000.
     pub messages_per_sec: u64,
     /// Messages a peer may send in a burst above the sustained rate (the bucket's capacity).
-    /// At least 1. Default 2000.
+    /// At least 1. Default 20,000.
     pub message_burst: u64,
-    /// Bytes per second a peer may sustain. At least 1. Default 8 MiB (8,388,608).
+    /// Bytes per second a peer may sustain. At least 1. Default 64 MiB (67,108,864).
     pub bytes_per_sec: u64,
     /// Bytes a peer may send in a burst (the bucket's capacity). At least 64 KiB so one
-    /// maximum-size frame can pass. Default 16 MiB (16,777,216).
+    /// maximum-size frame can pass. Default 64 MiB (67,108,864).
     pub byte_burst: u64,
     /// Bytes per second the node accepts from all peers together. At least 1.
-    /// Default 64 MiB (67,108,864).
+    /// Default 256 MiB (268,435,456).
     pub global_bytes_per_sec: u64,
     /// Bytes the node accepts from all peers together in a burst. At least 64 KiB.
-    /// Default 128 MiB (134,217,728).
+    /// Default 512 MiB (536,870,912).
     pub global_byte_burst: u64,
     /// How many times a peer must run into its limit (each time starting a new pause) within
     /// `abuse_window_ms` before it counts as misbehaviour. Between 1 and 1000. Default 10.
@@ -205,12 +205,12 @@ pub struct RateLimitConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
-            messages_per_sec: 1000,
-            message_burst: 2000,
-            bytes_per_sec: 8 << 20,
-            byte_burst: 16 << 20,
-            global_bytes_per_sec: 64 << 20,
-            global_byte_burst: 128 << 20,
+            messages_per_sec: 10_000,
+            message_burst: 20_000,
+            bytes_per_sec: 64 << 20,
+            byte_burst: 64 << 20,
+            global_bytes_per_sec: 256 << 20,
+            global_byte_burst: 512 << 20,
             abuse_threshold: 10,
             abuse_window_ms: 10_000,
         }
@@ -508,12 +508,12 @@ mod tests {
     fn config_defaults_are_valid_and_documented_values() {
         let c = RateLimitConfig::default();
         c.validate().unwrap();
-        assert_eq!(c.messages_per_sec, 1000);
-        assert_eq!(c.message_burst, 2000);
-        assert_eq!(c.bytes_per_sec, 8 * 1024 * 1024);
-        assert_eq!(c.byte_burst, 16 * 1024 * 1024);
-        assert_eq!(c.global_bytes_per_sec, 64 * 1024 * 1024);
-        assert_eq!(c.global_byte_burst, 128 * 1024 * 1024);
+        assert_eq!(c.messages_per_sec, 10_000);
+        assert_eq!(c.message_burst, 20_000);
+        assert_eq!(c.bytes_per_sec, 64 * 1024 * 1024);
+        assert_eq!(c.byte_burst, 64 * 1024 * 1024);
+        assert_eq!(c.global_bytes_per_sec, 256 * 1024 * 1024);
+        assert_eq!(c.global_byte_burst, 512 * 1024 * 1024);
         assert_eq!(c.abuse_threshold, 10);
         assert_eq!(c.abuse_window_ms, 10_000);
     }

@@ -560,6 +560,8 @@ pub struct NetworkStats {
     pub pending_unicasts: usize,
     /// Requests awaiting an answer.
     pub pending_requests: usize,
+    /// Bytes held in buffers by the core's own accounting ([`crate::node::Node::buffered_bytes`]).
+    pub buffered_bytes: usize,
     /// Per-peer figures.
     pub per_peer: Vec<PeerInfo>,
 }
