@@ -736,3 +736,35 @@ fn a_protocol_violation_bans_the_peer() {
     assert!(banned);
     assert!(!r.node.is_connected(&key(42).peer_id()));
 }
+
+#[test]
+fn each_message_class_has_its_own_rate() {
+    // Requests limited to 5/s (burst 10): a burst of 40 requests pauses reading the peer,
+    // while its gossip class is untouched.
+    let mut net = Net::star(2, |i, c| {
+        if i == 0 {
+            c.rate_limit.per_class.requests = 5;
+            c.requests.max_inbound_per_peer = 1000;
+        }
+        c.requests.max_in_flight_per_peer = 1000;
+    });
+    net.run_for(Duration::from_secs(5));
+    let server = net.id(0);
+    for _ in 0..40 {
+        net.with(1, |n, now| {
+            n.request(now, &server, Request::GetTransaction(Bytes::new()))
+        })
+        .unwrap();
+    }
+    net.run_for(Duration::from_millis(100));
+    let s = net.nodes[0].node.stats(net.now);
+    assert!(s.counters.rate_limit_pauses >= 1);
+    // Reading resumes: every request arrives in the end.
+    net.run_for(Duration::from_secs(10));
+    let got = net.nodes[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Request { .. }))
+        .count();
+    assert_eq!(got, 40);
+}

@@ -76,6 +76,8 @@ struct Conn {
     /// Last time the peer sent something new and valid (gossip we had not seen, answers).
     useful_at: Option<Timestamp>,
     limiter: PeerRateLimiter,
+    /// Message buckets per class: gossip, requests, unicast, discovery.
+    class_buckets: [TokenBucket; 4],
     rate_paused_until: Option<Timestamp>,
     /// Unsolicited address budget, in milli-addresses.
     addr_budget: TokenBucket,
@@ -683,6 +685,11 @@ impl Node {
                 created_at: now,
                 useful_at: None,
                 limiter: PeerRateLimiter::new(&self.config.rate_limit, now),
+                class_buckets: {
+                    let c = &self.config.rate_limit.per_class;
+                    [c.gossip, c.requests, c.unicast, c.discovery]
+                        .map(|r| TokenBucket::new(r, r.saturating_mul(2), now))
+                },
                 rate_paused_until: None,
                 addr_budget: TokenBucket::new(
                     d.unsolicited_addrs_per_ksec,
@@ -1326,6 +1333,28 @@ impl Node {
             return;
         };
         let Some(peer) = c.peer.filter(|_| c.registered) else {
+            return;
+        };
+        let class = match &msg {
+            Message::Transaction { .. } | Message::Block { .. } | Message::App { .. } => Some(0),
+            Message::GetBlock { .. } | Message::GetTransaction { .. } | Message::Request { .. } => {
+                Some(1)
+            }
+            Message::Unicast { .. } => Some(2),
+            Message::GetPeers { .. } | Message::Peers { .. } => Some(3),
+            _ => None,
+        };
+        if let Some(k) = class {
+            let bucket = &mut c.class_buckets[k];
+            if !bucket.try_take(now, 1) {
+                // Over the class rate: the message is still handled (it was read), and
+                // reading pauses until the class has room again.
+                bucket.force_take(now, 1);
+                let resume = now + bucket.time_until(now, 0).unwrap_or(Duration::from_secs(1));
+                self.rate_pause(now, id, resume);
+            }
+        }
+        let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
         match c.limiter.on_message(now, msg.encoded_len() as u64) {

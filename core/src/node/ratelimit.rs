@@ -200,6 +200,36 @@ pub struct RateLimitConfig {
     /// The window, in milliseconds, within which `abuse_threshold` over-limit events make a
     /// peer abusive. At least 1. Default 10,000 (10 s).
     pub abuse_window_ms: u64,
+    /// Messages per second per peer and message class, each class with a burst of twice its
+    /// rate: gossip (Transaction, Block, App), requests (GetBlock, GetTransaction, Request),
+    /// unicasts, and discovery (GetPeers, Peers). Exceeding one pauses reading like the
+    /// limits above.
+    pub per_class: ClassLimits,
+}
+
+/// Per-peer message rates for each message class (see [`RateLimitConfig::per_class`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassLimits {
+    /// Gossip messages per second. Default 10,000.
+    pub gossip: u64,
+    /// Requests per second. Default 1,000.
+    pub requests: u64,
+    /// Unicasts per second. Default 5,000.
+    pub unicast: u64,
+    /// Discovery messages per second. Default 10.
+    pub discovery: u64,
+}
+
+impl Default for ClassLimits {
+    fn default() -> Self {
+        ClassLimits {
+            gossip: 10_000,
+            requests: 1_000,
+            unicast: 5_000,
+            discovery: 10,
+        }
+    }
 }
 
 impl Default for RateLimitConfig {
@@ -213,6 +243,7 @@ impl Default for RateLimitConfig {
             global_byte_burst: 512 << 20,
             abuse_threshold: 10,
             abuse_window_ms: 10_000,
+            per_class: ClassLimits::default(),
         }
     }
 }
@@ -247,6 +278,10 @@ impl RateLimitConfig {
             ));
         }
         at_least("abuse_window_ms", self.abuse_window_ms, 1)?;
+        at_least("per_class.gossip", self.per_class.gossip, 1)?;
+        at_least("per_class.requests", self.per_class.requests, 1)?;
+        at_least("per_class.unicast", self.per_class.unicast, 1)?;
+        at_least("per_class.discovery", self.per_class.discovery, 1)?;
         Ok(())
     }
 }
@@ -615,6 +650,7 @@ mod tests {
             global_byte_burst: 65_536,
             abuse_threshold: 3,
             abuse_window_ms: 10_000,
+            per_class: ClassLimits::default(),
         }
     }
 
