@@ -157,7 +157,11 @@ pub enum ConnectionEvent {
     },
     /// A message for the application (keepalive, chunking and goodbye are handled inside).
     Message(Message),
-    /// The connection closed. Emitted exactly once per connection.
+    /// A message queued with [`Connection::send_tracked`] has been written to the socket
+    /// (the adapter reported all bytes up to its frame written).
+    Written(u64),
+    /// The connection closed. Emitted exactly once per connection. Tracked messages not yet
+    /// written when it closes never produce `Written`.
     Closed(CloseReason),
 }
 
@@ -287,6 +291,11 @@ pub struct Connection {
     queue: OutboundQueue,
     outputs: VecDeque<ConnectionOutput>,
     in_flight: usize,
+    /// Bytes handed out in Transmits, and bytes reported written, since creation.
+    emitted: u64,
+    written: u64,
+    /// (emitted offset at which the message's frame ends, token), oldest first.
+    tracked: VecDeque<(u64, u64)>,
     paused: u8,
     created_at: Timestamp,
     /// The latest time any input carried (for outputs produced outside an input).
@@ -346,6 +355,9 @@ impl Connection {
             queue: OutboundQueue::default(),
             outputs,
             in_flight: 0,
+            emitted: 0,
+            written: 0,
+            tracked: VecDeque::new(),
             paused: 0,
             created_at: now,
             clock: now,
@@ -482,6 +494,15 @@ impl Connection {
     pub fn handle_written(&mut self, now: Timestamp, n: usize) {
         self.clock = self.clock.max(now);
         self.in_flight = self.in_flight.saturating_sub(n);
+        self.written += n as u64;
+        while let Some(&(offset, token)) = self.tracked.front() {
+            if offset > self.written {
+                break;
+            }
+            self.tracked.pop_front();
+            self.outputs
+                .push_back(ConnectionOutput::Event(ConnectionEvent::Written(token)));
+        }
     }
 
     /// The socket closed under us: `error` is `None` for a clean end of stream, else the IO
@@ -560,25 +581,37 @@ impl Connection {
         self.enqueue(Outgoing::Message(msg))
     }
 
-    /// [`Connection::send`] for a message encoded once with [`Message::encoded`], so the
-    /// same message queued on many connections (a broadcast) is encoded only once.
-    pub fn send_encoded(&mut self, msg: EncodedMessage) -> Result<(), SendError> {
+    /// [`Connection::send_encoded`], and report [`ConnectionEvent::Written`] with `token`
+    /// once the adapter has written the message's last byte.
+    pub fn send_tracked(&mut self, msg: EncodedMessage, token: u64) -> Result<(), SendError> {
+        self.check_sendable(msg.kind())?;
+        self.enqueue(Outgoing::Tracked(msg, token))
+    }
+
+    fn check_sendable(&self, kind: MessageKind) -> Result<(), SendError> {
         if matches!(
             self.state,
             ConnectionState::Closing | ConnectionState::Closed
         ) {
             return Err(SendError::Closed);
         }
-        if let k @ (MessageKind::Chunk | MessageKind::Goodbye) = msg.kind() {
+        if let k @ (MessageKind::Chunk | MessageKind::Goodbye) = kind {
             return Err(SendError::ReservedKind(k));
         }
+        Ok(())
+    }
+
+    /// [`Connection::send`] for a message encoded once with [`Message::encoded`], so the
+    /// same message queued on many connections (a broadcast) is encoded only once.
+    pub fn send_encoded(&mut self, msg: EncodedMessage) -> Result<(), SendError> {
+        self.check_sendable(msg.kind())?;
         self.enqueue(Outgoing::Encoded(msg))
     }
 
     fn enqueue(&mut self, msg: Outgoing) -> Result<(), SendError> {
         let len = match &msg {
             Outgoing::Message(m) => m.encoded_len(),
-            Outgoing::Encoded(e) => e.bytes().len(),
+            Outgoing::Encoded(e) | Outgoing::Tracked(e, _) => e.bytes().len(),
         };
         if len > self.config.max_message_size {
             return Err(SendError::TooLarge {
@@ -716,6 +749,7 @@ impl Connection {
 
     fn push_transmit(&mut self, bytes: Vec<u8>) {
         self.stats.bytes_sent += bytes.len() as u64;
+        self.emitted += bytes.len() as u64;
         self.in_flight += bytes.len();
         self.outputs.push_back(ConnectionOutput::Transmit(bytes));
     }
@@ -1001,6 +1035,7 @@ impl Connection {
         scratch.reserve(estimate.min(MAX_FRAME_PLAINTEXT));
         let mut out = Vec::with_capacity(estimate + LEN_PREFIX + TAG_LEN);
         let mut completed = 0;
+        let mut tokens = Vec::new();
         // Later frames shrink to fit the budget, so a Transmit exceeds it only by the first
         // frame (which always goes: a chunk must be able to leave through a small window).
         const MIN_FRAME: usize = 1024;
@@ -1014,7 +1049,7 @@ impl Connection {
                 break;
             };
             scratch.clear();
-            completed += self.queue.fill_frame(scratch, max_plain);
+            completed += self.queue.fill_frame(scratch, max_plain, &mut tokens);
             if scratch.is_empty() || !self.encrypt_into(scratch, &mut out) {
                 break;
             }
@@ -1025,6 +1060,9 @@ impl Connection {
         }
         self.stats.bytes_sent += out.len() as u64;
         self.in_flight += out.len();
+        self.emitted += out.len() as u64;
+        let end = self.emitted;
+        self.tracked.extend(tokens.into_iter().map(|t| (end, t)));
         Some(out)
     }
 

@@ -19,20 +19,29 @@ use crate::message::{EncodedMessage, Message, MessageKind, Priority};
 pub(crate) enum Outgoing {
     Message(Message),
     Encoded(EncodedMessage),
+    /// Encoded, and the owner wants to learn (by this token) when it has been written.
+    Tracked(EncodedMessage, u64),
 }
 
 impl Outgoing {
     fn kind(&self) -> MessageKind {
         match self {
             Outgoing::Message(m) => m.kind(),
-            Outgoing::Encoded(e) => e.kind(),
+            Outgoing::Encoded(e) | Outgoing::Tracked(e, _) => e.kind(),
         }
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Outgoing::Message(m) => m.encode(out),
-            Outgoing::Encoded(e) => out.extend_from_slice(e.bytes()),
+            Outgoing::Encoded(e) | Outgoing::Tracked(e, _) => out.extend_from_slice(e.bytes()),
+        }
+    }
+
+    fn token(&self) -> Option<u64> {
+        match self {
+            Outgoing::Tracked(_, t) => Some(*t),
+            _ => None,
         }
     }
 }
@@ -56,7 +65,7 @@ pub(crate) struct QueueLimits {
 pub(crate) struct OutboundQueue {
     control: VecDeque<(Outgoing, usize)>,
     data: VecDeque<(Outgoing, usize)>,
-    bulk: VecDeque<OutboundChunks>,
+    bulk: VecDeque<(OutboundChunks, Option<u64>)>,
     /// Encoded bytes queued (chunk headers excluded).
     bytes: usize,
     messages: usize,
@@ -122,8 +131,9 @@ impl OutboundQueue {
             }
             let id = self.next_chunked_id;
             self.next_chunked_id = self.next_chunked_id.wrapping_add(1);
-            self.bulk.push_back(match msg {
-                Outgoing::Encoded(e) => {
+            let token = msg.token();
+            let chunks = match msg {
+                Outgoing::Encoded(e) | Outgoing::Tracked(e, _) => {
                     OutboundChunks::new(id, e.bytes().clone(), limits.chunk_len)
                 }
                 Outgoing::Message(m) => match m.split_tail() {
@@ -132,7 +142,8 @@ impl OutboundQueue {
                     }
                     None => OutboundChunks::new(id, Bytes::from(m.to_bytes()), limits.chunk_len),
                 },
-            });
+            };
+            self.bulk.push_back((chunks, token));
         } else {
             match msg.kind().priority() {
                 Priority::Control => self.control.push_back((msg, len)),
@@ -153,7 +164,13 @@ impl OutboundQueue {
     /// Appends messages to `frame` (a frame's plaintext) while they fit in `max` bytes.
     /// Returns the number of whole messages completed (a message sent as chunks counts when
     /// its last chunk is framed).
-    pub(crate) fn fill_frame(&mut self, frame: &mut Vec<u8>, max: usize) -> u64 {
+    /// Tokens of tracked messages completed in this frame are appended to `tokens`.
+    pub(crate) fn fill_frame(
+        &mut self,
+        frame: &mut Vec<u8>,
+        max: usize,
+        tokens: &mut Vec<u64>,
+    ) -> u64 {
         let mut completed = 0;
         for class in 0..2 {
             loop {
@@ -171,10 +188,11 @@ impl OutboundQueue {
                 let (msg, _) = q.pop_front().expect("front exists");
                 msg.encode(frame);
                 self.take_small(len, msg.kind());
+                tokens.extend(msg.token());
                 completed += 1;
             }
         }
-        while let Some(large) = self.bulk.front_mut() {
+        while let Some((large, token)) = self.bulk.front_mut() {
             let Some(chunk) = large.peek() else {
                 self.bulk.pop_front();
                 continue;
@@ -188,6 +206,7 @@ impl OutboundQueue {
             large.advance();
             self.bytes -= data_len;
             if large.is_done() {
+                tokens.extend(*token);
                 self.bulk.pop_front();
                 self.messages -= 1;
                 completed += 1;
@@ -240,7 +259,7 @@ mod tests {
             q.push(Outgoing::Message(m), len, &LIMITS).unwrap();
         }
         let mut frame = Vec::new();
-        let done = q.fill_frame(&mut frame, 1020);
+        let done = q.fill_frame(&mut frame, 1020, &mut Vec::new());
         assert_eq!(done, 2);
         let frame = Bytes::from(frame);
         let msgs = crate::message::decode_frame_to_vec(&frame).unwrap();
@@ -251,7 +270,7 @@ mod tests {
         let mut total = 0;
         while !q.is_empty() {
             let mut f = Vec::new();
-            total += q.fill_frame(&mut f, 1020);
+            total += q.fill_frame(&mut f, 1020, &mut Vec::new());
             assert!(!f.is_empty());
         }
         assert_eq!(total, 1);

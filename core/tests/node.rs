@@ -768,3 +768,71 @@ fn each_message_class_has_its_own_rate() {
         .count();
     assert_eq!(got, 40);
 }
+
+#[test]
+fn each_broadcast_copy_is_tracked_until_written_or_failed() {
+    let mut net = Net::star(4, |_, c| c.limits.target_outbound = 3);
+    net.run_for(Duration::from_secs(30));
+    let r = net
+        .with(1, |n, now| {
+            n.broadcast(
+                now,
+                GossipMessage::Transaction(Bytes::from_static(b"t1")),
+                BroadcastOptions::default(),
+            )
+        })
+        .unwrap();
+    let n = r.queued();
+    assert!(n >= 2);
+    net.run_for(Duration::from_secs(1));
+    let status = net.nodes[1].node.broadcast_status(&r.id).unwrap();
+    assert!(
+        status.iter().all(|(_, s)| *s == BroadcastStatus::Written),
+        "{status:?}"
+    );
+    assert!(net.nodes[1].events.iter().any(|e| matches!(
+        e,
+        Event::BroadcastComplete { id, written, dropped: 0, failed: 0 } if *id == r.id && *written == n
+    )));
+}
+
+#[test]
+fn a_broadcast_copy_not_written_before_the_connection_closes_is_failed() {
+    let mut r = RawInto::new(config_for(0, None));
+    let b = r
+        .node
+        .broadcast(
+            r.now,
+            GossipMessage::Block(Bytes::from_static(b"b")),
+            BroadcastOptions::default(),
+        )
+        .unwrap();
+    // Take the transmit but never report it written, then the socket dies.
+    while r.node.poll_output().is_some() {}
+    assert_eq!(
+        r.node.broadcast_status(&b.id).unwrap(),
+        vec![(key(42).peer_id(), BroadcastStatus::Queued)]
+    );
+    r.node.handle_input(
+        r.now,
+        Input::Closed {
+            conn: r.conn,
+            error: Some("reset".into()),
+        },
+    );
+    assert_eq!(
+        r.node.broadcast_status(&b.id).unwrap(),
+        vec![(key(42).peer_id(), BroadcastStatus::Failed)]
+    );
+    let mut complete = None;
+    while let Some(o) = r.node.poll_output() {
+        if let Output::Event(Event::BroadcastComplete {
+            failed, written, ..
+        }) = o
+        {
+            complete = Some((written, failed));
+        }
+    }
+    assert_eq!(complete, Some((0, 1)));
+    assert_eq!(r.node.stats(r.now).counters.broadcast_copies_failed, 1);
+}

@@ -184,6 +184,9 @@ pub struct GossipConfig {
     pub validation_timeout: Duration,
     /// Peers a relay goes to (0 = all). Default 0.
     pub relay_fanout: usize,
+    /// Our own broadcasts tracked per peer until every copy is written (older ones are
+    /// forgotten first). Default 1024.
+    pub max_tracked_broadcasts: usize,
 }
 
 impl Default for GossipConfig {
@@ -195,6 +198,7 @@ impl Default for GossipConfig {
             max_pending_validation: 4096,
             validation_timeout: Duration::from_secs(10),
             relay_fanout: 0,
+            max_tracked_broadcasts: 1024,
         }
     }
 }

@@ -202,6 +202,16 @@ pub struct Node {
     dropped_at_close: u64,
     /// Frame-building buffer shared by every connection.
     scratch: Vec<u8>,
+    /// Our broadcasts still being written, by token (oldest first), and their ids.
+    tracked: BTreeMap<u64, TrackedBroadcast>,
+    tracked_ids: BTreeMap<MessageId, u64>,
+    next_broadcast: u64,
+}
+
+#[derive(Debug)]
+struct TrackedBroadcast {
+    id: MessageId,
+    peers: Vec<(PeerId, ConnectionId, BroadcastStatus)>,
 }
 
 /// Version of the [`Node::snapshot`] format.
@@ -349,6 +359,9 @@ impl Node {
             closed_traffic: [0; 4],
             dropped_at_close: 0,
             scratch: Vec::new(),
+            tracked: BTreeMap::new(),
+            tracked_ids: BTreeMap::new(),
+            next_broadcast: 0,
             config,
         };
         for addr in node.config.bootstrap.clone() {
@@ -932,6 +945,7 @@ impl Node {
             } => self.on_established(now, id, peer, *hello, version),
             ConnectionEvent::Message(m) => self.on_message(now, id, m),
             ConnectionEvent::Closed(reason) => self.on_closed(now, id, reason),
+            ConnectionEvent::Written(token) => self.on_written(token, id),
         }
     }
 
@@ -1139,6 +1153,20 @@ impl Node {
                 peer: req.peer,
                 result: Err(RequestFailure::Disconnected),
             }));
+        }
+        // Copies of our broadcasts still queued on it are lost.
+        let mut touched = Vec::new();
+        for (token, t) in self.tracked.iter_mut() {
+            for (_, c, s) in t.peers.iter_mut() {
+                if *c == id && *s == BroadcastStatus::Queued {
+                    *s = BroadcastStatus::Failed;
+                    self.counters.broadcast_copies_failed += 1;
+                    touched.push(*token);
+                }
+            }
+        }
+        for token in touched {
+            self.finish_tracked(token);
         }
         // Unicasts sent on it wait for the peer to come back (or their deadline).
         for u in self.unicasts.values_mut() {
@@ -1675,10 +1703,11 @@ impl Node {
                 exclude: vec![from],
                 filter: None,
             },
+            None,
         );
         self.counters.relayed += report
             .iter()
-            .filter(|(_, s)| *s == BroadcastStatus::Queued)
+            .filter(|(_, _, s)| *s == BroadcastStatus::Queued)
             .count() as u64;
     }
 
@@ -1687,7 +1716,8 @@ impl Node {
         _now: Timestamp,
         message: &GossipMessage,
         opts: BroadcastOptions<'_>,
-    ) -> Vec<(PeerId, BroadcastStatus)> {
+        token: Option<u64>,
+    ) -> Vec<(PeerId, ConnectionId, BroadcastStatus)> {
         let mut targets: Vec<(u32, u64, PeerId, ConnectionId)> = Vec::new();
         for (peer, id) in &self.peers {
             if opts.exclude.contains(peer) {
@@ -1726,9 +1756,10 @@ impl Node {
         };
         let mut out = Vec::with_capacity(targets.len());
         for (_, _, peer, id) in targets {
-            let sent = match self.conns.get_mut(&id) {
-                Some(c) => c.conn.send_encoded(wire.clone()),
-                None => Err(SendError::Closed),
+            let sent = match (self.conns.get_mut(&id), token) {
+                (Some(c), Some(t)) => c.conn.send_tracked(wire.clone(), t),
+                (Some(c), None) => c.conn.send_encoded(wire.clone()),
+                (None, _) => Err(SendError::Closed),
             };
             self.dirty.insert(id);
             let status = match sent {
@@ -1739,7 +1770,7 @@ impl Node {
                     BroadcastStatus::DroppedQueueFull
                 }
             };
-            out.push((peer, status));
+            out.push((peer, id, status));
         }
         out
     }
@@ -1766,10 +1797,67 @@ impl Node {
         }
         let id = message_id(&message);
         self.seen.insert(now, id);
-        let peers = self.send_gossip(now, &message, opts);
+        let token = self.next_broadcast;
+        self.next_broadcast += 1;
+        let peers = self.send_gossip(now, &message, opts, Some(token));
         self.counters.broadcasts += 1;
+        let report = BroadcastReport {
+            id,
+            peers: peers.iter().map(|(p, _, s)| (*p, *s)).collect(),
+        };
+        // Track the copies until each is written, dropped or failed.
+        while self.tracked.len() >= self.config.gossip.max_tracked_broadcasts.max(1) {
+            let (_, old) = self.tracked.pop_first().expect("non-empty");
+            self.tracked_ids.remove(&old.id);
+        }
+        if let Some(old) = self.tracked_ids.insert(id, token) {
+            self.tracked.remove(&old);
+        }
+        self.tracked.insert(token, TrackedBroadcast { id, peers });
+        self.finish_tracked(token);
         self.flush(now);
-        Ok(BroadcastReport { id, peers })
+        Ok(report)
+    }
+
+    /// Per peer, what became of broadcast `id` (while it is among the tracked ones).
+    pub fn broadcast_status(&self, id: &MessageId) -> Option<Vec<(PeerId, BroadcastStatus)>> {
+        let t = self.tracked.get(self.tracked_ids.get(id)?)?;
+        Some(t.peers.iter().map(|(p, _, s)| (*p, *s)).collect())
+    }
+
+    fn on_written(&mut self, token: u64, conn: ConnectionId) {
+        let Some(t) = self.tracked.get_mut(&token) else {
+            return;
+        };
+        for (_, c, s) in t.peers.iter_mut() {
+            if *c == conn && *s == BroadcastStatus::Queued {
+                *s = BroadcastStatus::Written;
+                self.counters.broadcast_copies_written += 1;
+            }
+        }
+        self.finish_tracked(token);
+    }
+
+    /// Reports a tracked broadcast complete once no copy is still queued. The status stays
+    /// queryable until newer broadcasts push it out.
+    fn finish_tracked(&mut self, token: u64) {
+        let Some(t) = self.tracked.get(&token) else {
+            return;
+        };
+        if t.peers
+            .iter()
+            .any(|(_, _, s)| *s == BroadcastStatus::Queued)
+        {
+            return;
+        }
+        let count = |st| t.peers.iter().filter(|(_, _, s)| *s == st).count();
+        self.outputs
+            .push_back(Output::Event(Event::BroadcastComplete {
+                id: t.id,
+                written: count(BroadcastStatus::Written),
+                dropped: count(BroadcastStatus::DroppedQueueFull),
+                failed: count(BroadcastStatus::Failed),
+            }));
     }
 
     // ----- unicast -----

@@ -337,6 +337,17 @@ pub enum Event {
         /// Why.
         reason: BanReason,
     },
+    /// Every copy of a broadcast we originated is written, dropped or failed.
+    BroadcastComplete {
+        /// The message id.
+        id: MessageId,
+        /// Copies written to a peer's socket.
+        written: usize,
+        /// Copies dropped because a peer's queue was full.
+        dropped: usize,
+        /// Copies lost because a connection closed first.
+        failed: usize,
+    },
     /// Addresses learned.
     AddressesDiscovered {
         /// The peer that sent them (None for bootstrap or manual).
@@ -368,8 +379,12 @@ pub struct ShutdownReport {
 pub enum BroadcastStatus {
     /// Queued for the peer.
     Queued,
+    /// Written to the peer's socket.
+    Written,
     /// The peer's queue was full: it loses this message (counted).
     DroppedQueueFull,
+    /// The connection closed before the message was written.
+    Failed,
 }
 
 /// The result of `broadcast`.
@@ -459,6 +474,10 @@ pub struct NodeCounters {
     pub gossip_dropped_queue_full: u64,
     /// Gossip the application rejected or did not judge in time.
     pub gossip_rejected: u64,
+    /// Copies of our broadcasts written to a peer's socket.
+    pub broadcast_copies_written: u64,
+    /// Copies of our broadcasts lost because the connection closed first.
+    pub broadcast_copies_failed: u64,
     /// Unicasts sent (first attempts).
     pub unicasts_sent: u64,
     /// Unicast retransmissions.
