@@ -263,15 +263,19 @@ pub fn run_pair() -> std::io::Result<()> {
         l2,
         Some(PeerAddr::pinned(id1, addr1)),
         |node, now, e| {
-            if let Event::PeerConnected { peer, .. } = e {
-                println!("node 2 connected to {}", peer.short());
-                let block =
-                    GossipMessage::Block(Bytes::from_static(b"block from a hand-written loop"));
-                node.broadcast(now, block, BroadcastOptions::default())
-                    .expect("connected");
+            match e {
+                Event::PeerConnected { peer, .. } => {
+                    println!("node 2 connected to {}", peer.short());
+                    let block =
+                        GossipMessage::Block(Bytes::from_static(b"block from a hand-written loop"));
+                    node.broadcast(now, block, BroadcastOptions::default())
+                        .expect("connected");
+                    false
+                }
+                // The receiver stops once it has the block, which closes our connection.
+                Event::PeerDisconnected { .. } => true,
+                _ => false,
             }
-            // Keep running until the receiver has it (it stops the thread, we time out idly).
-            receiver.is_finished()
         },
         Duration::from_secs(10),
     )?;

@@ -128,6 +128,9 @@ pub enum LoopEvent<S> {
     Ended(ConnectionId, Option<String>),
     /// A handle command.
     Command(Command),
+    /// A writer finished: everything queued for its socket was written (or failed) and the
+    /// socket is closed. Shutdown waits for these before `stop` returns.
+    Flushed(ConnectionId),
 }
 
 /// The node and the adapter-side state around it. Runtimes call its methods from their loop
@@ -144,6 +147,9 @@ pub struct DriverCore {
     save_interval: Duration,
     next_save: Instant,
     finished: Option<ShutdownReport>,
+    /// Events from before the first subscriber (start-up dials, early connections), handed
+    /// to that subscriber so nothing the node did at start is lost. `None` once delivered.
+    early: Option<std::collections::VecDeque<Event>>,
     /// Connections being dialed (a stream arriving for any other is dropped).
     dialing: std::collections::BTreeSet<ConnectionId>,
     /// Events dropped because a subscriber did not keep up.
@@ -166,6 +172,7 @@ impl DriverCore {
             save_interval,
             next_save: Instant::now() + save_interval,
             finished: None,
+            early: Some(std::collections::VecDeque::new()),
             dialing: std::collections::BTreeSet::new(),
             dropped_events: 0,
         }
@@ -186,9 +193,20 @@ impl DriverCore {
         self.clock
     }
 
-    /// Whether the node has shut down (the loop may exit once it has drained).
+    /// Whether the node has shut down. The loop then closes every socket, waits (boundedly)
+    /// for the writers to flush, calls [`DriverCore::complete_stop`] and exits.
     pub fn is_finished(&self) -> bool {
         self.finished.is_some()
+    }
+
+    /// Answers every waiting `stop` with the shutdown report. Call once the sockets are
+    /// flushed, so a program that exits right after `stop` does not cut off its Goodbyes.
+    pub fn complete_stop(&mut self) {
+        if let Some(report) = &self.finished {
+            for tx in self.stops.drain(..) {
+                let _ = tx.send(report.clone());
+            }
+        }
     }
 
     /// A socket was accepted: registers it, or says why it must be dropped.
@@ -280,17 +298,19 @@ impl DriverCore {
             Command::Stats(reply) => {
                 let _ = reply.send(n.stats(now));
             }
-            Command::Subscribe(tx) => self.subscribers.push(tx),
+            Command::Subscribe(mut tx) => {
+                for e in self.early.take().into_iter().flatten() {
+                    if tx.try_send(e).is_err() {
+                        self.dropped_events += 1;
+                    }
+                }
+                self.subscribers.push(tx);
+            }
             Command::RegisterHandler(h) => self.handlers.push(h),
-            Command::Stop(grace, reply) => match &self.finished {
-                Some(report) => {
-                    let _ = reply.send(report.clone());
-                }
-                None => {
-                    self.stops.push(reply);
-                    n.shutdown(now, grace);
-                }
-            },
+            Command::Stop(grace, reply) => {
+                self.stops.push(reply);
+                n.shutdown(now, grace);
+            }
         }
     }
 
@@ -326,6 +346,7 @@ impl DriverCore {
                 self.input(Input::Closed { conn, error });
             }
             LoopEvent::Command(cmd) => self.command(cmd),
+            LoopEvent::Flushed(_) => {}
         }
     }
 
@@ -387,14 +408,20 @@ impl DriverCore {
             Event::ShutdownComplete(report) => {
                 self.save();
                 self.finished = Some(report.clone());
-                for tx in self.stops.drain(..) {
-                    let _ = tx.send(report.clone());
-                }
             }
             _ => {}
         }
         for h in &mut self.handlers {
             h(&e);
+        }
+        if let Some(early) = &mut self.early {
+            /// Events kept for the first subscriber at most.
+            const EARLY: usize = 1024;
+            if early.len() < EARLY {
+                early.push_back(e.clone());
+            } else {
+                self.dropped_events += 1;
+            }
         }
         let mut i = 0;
         while i < self.subscribers.len() {

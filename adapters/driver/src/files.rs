@@ -150,6 +150,25 @@ impl Files {
         load_or_create_key(&self.key_path())
     }
 
+    /// The identity key in `dir` if one exists and is valid; never creates or moves
+    /// anything (for tools that only read, like `silver-node id`).
+    pub fn read_key(dir: &Path) -> Result<Option<Keypair>, FilesError> {
+        let path = dir.join("node.key");
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let mut key = [0u8; KEY_LEN];
+                let t = text.trim();
+                if t.len() == KEY_LEN * 2 && decode_hex(t, &mut key) {
+                    Ok(Some(Keypair::from_private_key(key)))
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
     /// The saved snapshot, if any. `validate` checks it (the node's `restore`); a snapshot it
     /// rejects is moved aside and reported, and `None` is returned.
     pub fn load_snapshot<E: std::fmt::Display>(

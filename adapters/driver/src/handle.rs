@@ -167,8 +167,10 @@ impl NetworkHandle {
         self.ask(|tx| Command::Respond(id, answer, tx)).await?
     }
 
-    /// A new stream of every event from now on. A subscriber that falls more than the
-    /// configured capacity behind loses events (counted by the driver), never blocks the node.
+    /// A new stream of every event from now on; the first stream also gets the events from
+    /// before it (start-up dials and connections, up to 1024). A subscriber that falls more
+    /// than the configured capacity behind loses events (counted by the driver), never blocks
+    /// the node.
     pub fn events(&self) -> EventStream {
         let (tx, rx) = mpsc::channel(self.event_capacity);
         let _ = self.tell(Command::Subscribe(tx));

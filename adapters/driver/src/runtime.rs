@@ -220,9 +220,19 @@ async fn reader<R: Runtime>(
 }
 
 async fn writer<R: Runtime>(
-    mut w: R::Write,
+    w: R::Write,
     conn: ConnectionId,
     tx: mpsc::UnboundedSender<Msg<R>>,
+    rx: mpsc::UnboundedReceiver<ToWriter>,
+) {
+    write_until_closed::<R>(w, conn, &tx, rx).await;
+    let _ = tx.unbounded_send(LoopEvent::Flushed(conn));
+}
+
+async fn write_until_closed<R: Runtime>(
+    mut w: R::Write,
+    conn: ConnectionId,
+    tx: &mpsc::UnboundedSender<Msg<R>>,
     mut rx: mpsc::UnboundedReceiver<ToWriter>,
 ) {
     /// Transmits waiting together are written with one call, up to this size.
@@ -263,6 +273,16 @@ struct AsyncTable<R: Runtime> {
     rt: R,
     tx: mpsc::UnboundedSender<Msg<R>>,
     io: BTreeMap<ConnectionId, ConnIo>,
+    /// Writer tasks still running (they end with `LoopEvent::Flushed`).
+    writers: usize,
+}
+
+impl<R: Runtime> AsyncTable<R> {
+    fn note(&mut self, msg: &Msg<R>) {
+        if matches!(msg, LoopEvent::Flushed(_)) {
+            self.writers = self.writers.saturating_sub(1);
+        }
+    }
 }
 
 impl<R: Runtime> SocketTable for AsyncTable<R> {
@@ -271,6 +291,7 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
     fn open(&mut self, conn: ConnectionId, (r, w): Self::Stream) {
         let (wtx, wrx) = mpsc::unbounded();
         let (rtx, rrx) = mpsc::unbounded();
+        self.writers += 1;
         self.rt
             .spawn(Box::pin(writer::<R>(w, conn, self.tx.clone(), wrx)));
         self.rt
@@ -323,14 +344,27 @@ async fn run<R: Runtime>(
         rt: rt.clone(),
         tx,
         io: BTreeMap::new(),
+        writers: 0,
     };
     loop {
         core.act(&mut table);
         if core.is_finished() {
             let conns: Vec<ConnectionId> = table.io.keys().copied().collect();
+            let mut writing = table.writers;
             for c in conns {
                 table.close(c);
             }
+            // Let the writers flush the Goodbyes, for at most two seconds.
+            let deadline = Instant::now() + std::time::Duration::from_secs(2);
+            while writing > 0 {
+                match select(rx.next(), rt.sleep_until(deadline)).await {
+                    Either::Left((Some(LoopEvent::Flushed(_)), _)) => writing -= 1,
+                    Either::Left((Some(LoopEvent::Command(cmd)), _)) => core.command(cmd),
+                    Either::Left((Some(_), _)) => {}
+                    _ => break,
+                }
+            }
+            core.complete_stop();
             return;
         }
         let msg = match core.next_deadline() {
@@ -342,9 +376,11 @@ async fn run<R: Runtime>(
             None => rx.next().await,
         };
         if let Some(msg) = msg {
+            table.note(&msg);
             core.handle_event(msg, &mut table);
             // Take whatever else is already waiting before acting, so bursts are batched.
             while let Ok(msg) = rx.try_recv() {
+                table.note(&msg);
                 core.handle_event(msg, &mut table);
             }
         }

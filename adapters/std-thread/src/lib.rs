@@ -70,6 +70,16 @@ struct ConnIo {
 struct ThreadTable {
     tx: Sender<Event>,
     io: BTreeMap<ConnectionId, ConnIo>,
+    /// Writer threads still running (they end with `LoopEvent::Flushed`).
+    writers: usize,
+}
+
+impl ThreadTable {
+    fn note(&mut self, ev: &Event) {
+        if matches!(ev, LoopEvent::Flushed(_)) {
+            self.writers = self.writers.saturating_sub(1);
+        }
+    }
 }
 
 impl SocketTable for ThreadTable {
@@ -136,7 +146,7 @@ impl SocketTable for ThreadTable {
                 }
                 if let Err(e) = wr.write_all(&buf) {
                     let _ = tx.send(LoopEvent::Ended(conn, Some(e.to_string())));
-                    return;
+                    break;
                 }
                 let _ = tx.send(LoopEvent::Written(conn, buf.len()));
                 if close {
@@ -145,7 +155,9 @@ impl SocketTable for ThreadTable {
             }
             let _ = wr.flush();
             let _ = wr.shutdown(Shutdown::Write);
+            let _ = tx.send(LoopEvent::Flushed(conn));
         });
+        self.writers += 1;
         self.io.insert(
             conn,
             ConnIo {
@@ -285,6 +297,7 @@ fn run(mut core: DriverCore, rx: Receiver<Event>, tx: Sender<Event>, listen: Vec
     let mut table = ThreadTable {
         tx,
         io: BTreeMap::new(),
+        writers: 0,
     };
     loop {
         core.act(&mut table);
@@ -293,6 +306,17 @@ fn run(mut core: DriverCore, rx: Receiver<Event>, tx: Sender<Event>, listen: Vec
             for c in conns {
                 table.close(c);
             }
+            // Let the writers flush the Goodbyes, for at most two seconds.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while table.writers > 0 {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(LoopEvent::Flushed(_)) => table.writers -= 1,
+                    Ok(LoopEvent::Command(cmd)) => core.command(cmd),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            core.complete_stop();
             drop(rx);
             // Wake the accept threads (blocked in accept) so they see the loop is gone.
             for a in listen {
@@ -312,8 +336,10 @@ fn run(mut core: DriverCore, rx: Receiver<Event>, tx: Sender<Event>, listen: Vec
             },
         };
         if let Some(ev) = ev {
+            table.note(&ev);
             core.handle_event(ev, &mut table);
             while let Ok(ev) = rx.try_recv() {
+                table.note(&ev);
                 core.handle_event(ev, &mut table);
             }
         }
