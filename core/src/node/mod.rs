@@ -599,23 +599,40 @@ impl Node {
     /// nothing is left to do.
     fn flush(&mut self, now: Timestamp) {
         while let Some(id) = self.dirty.pop_first() {
-            while let Some(out) = self
-                .conns
-                .get_mut(&id)
-                .and_then(|c| c.conn.poll_output_with(&mut self.scratch))
-            {
-                match out {
-                    ConnectionOutput::Transmit(bytes) => {
-                        self.outputs.push_back(Output::Transmit { conn: id, bytes })
+            // Socket outputs go straight to the queue under one lookup; an event ends the
+            // borrow so its handler can touch any connection, then draining resumes.
+            loop {
+                let Node {
+                    conns,
+                    outputs,
+                    scratch,
+                    ..
+                } = self;
+                let Some(c) = conns.get_mut(&id) else {
+                    break;
+                };
+                let mut event = None;
+                while let Some(out) = c.conn.poll_output_with(scratch) {
+                    match out {
+                        ConnectionOutput::Transmit(bytes) => {
+                            outputs.push_back(Output::Transmit { conn: id, bytes })
+                        }
+                        ConnectionOutput::PauseRead => {
+                            outputs.push_back(Output::PauseRead { conn: id })
+                        }
+                        ConnectionOutput::ResumeRead => {
+                            outputs.push_back(Output::ResumeRead { conn: id })
+                        }
+                        ConnectionOutput::Close => outputs.push_back(Output::Close { conn: id }),
+                        ConnectionOutput::Event(e) => {
+                            event = Some(e);
+                            break;
+                        }
                     }
-                    ConnectionOutput::PauseRead => {
-                        self.outputs.push_back(Output::PauseRead { conn: id })
-                    }
-                    ConnectionOutput::ResumeRead => {
-                        self.outputs.push_back(Output::ResumeRead { conn: id })
-                    }
-                    ConnectionOutput::Close => self.outputs.push_back(Output::Close { conn: id }),
-                    ConnectionOutput::Event(e) => self.on_connection_event(now, id, e),
+                }
+                match event {
+                    Some(e) => self.on_connection_event(now, id, e),
+                    None => break,
                 }
             }
             self.reindex(id);
