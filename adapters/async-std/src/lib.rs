@@ -17,8 +17,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::net::SocketAddr;
-
 use silver_p2p_driver::BoxFuture;
 use silver_p2p_smol::{AsyncIo, Spawner};
 
@@ -37,27 +35,5 @@ impl Spawner for AsyncStdSpawner {
     }
 }
 
-/// Builds and starts a node on async-std.
-#[derive(Debug, Clone)]
-pub struct NetworkManager {
-    options: NodeOptions,
-}
-
-impl NetworkManager {
-    /// A node with `config` listening on `listen` (port 0 picks a free port).
-    pub fn new(config: NodeConfig, listen: Vec<SocketAddr>) -> Self {
-        NetworkManager {
-            options: NodeOptions::new(config, listen),
-        }
-    }
-
-    /// From full options (data directory, event capacity, save interval).
-    pub fn with_options(options: NodeOptions) -> Self {
-        NetworkManager { options }
-    }
-
-    /// Binds, loads the node's files and starts it on async-std's executor.
-    pub async fn start(self) -> Result<NetworkHandle, StartError> {
-        silver_p2p_driver::start(AsyncIo(AsyncStdSpawner), self.options).await
-    }
-}
+/// Builds and starts a node on async-std: `NetworkManager::new(config, listen).start().await`.
+pub type NetworkManager = silver_p2p_driver::NetworkManager<AsyncIo<AsyncStdSpawner>>;

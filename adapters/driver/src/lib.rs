@@ -24,7 +24,9 @@ pub use clock::Clock;
 pub use core_loop::{Action, Command, DriverCore, EventHandler, LoopEvent, SocketTable};
 pub use files::{load_or_create_key, os_seed, write_atomic, Files, FilesError};
 pub use handle::{BlockingHandle, EventStream, HandleError, NetworkHandle};
-pub use runtime::{start, BoxFuture, ReadHalf, Runtime, StartError, WriteHalf};
+pub use runtime::{
+    prepare, start, BoxFuture, NetworkManager, ReadHalf, Runtime, StartError, WriteHalf,
+};
 pub use silver_p2p_core as core;
 
 use std::net::SocketAddr;

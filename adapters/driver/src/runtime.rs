@@ -14,6 +14,7 @@ use futures::future::{select, Either};
 use futures::StreamExt;
 use silver_p2p_core::node::{ConnectionId, Node};
 use silver_p2p_core::ConfigError;
+use silver_p2p_core::PeerId;
 
 use crate::clock::Clock;
 use crate::core_loop::{DriverCore, LoopEvent, SocketTable};
@@ -116,22 +117,7 @@ pub async fn start<R: Runtime>(rt: R, opts: NodeOptions) -> Result<NetworkHandle
         listeners.push(Arc::new(l));
         bound.push(a);
     }
-    let files = opts.data_dir.as_ref().map(Files::open).transpose()?;
-    let key = match &files {
-        Some(f) => f.key()?,
-        None => silver_p2p_core::Keypair::from_private_key(os_seed()?),
-    };
-    let mut config = opts.config.clone();
-    if config.listen_addrs.is_empty() {
-        config.listen_addrs = bound.clone();
-    }
-    let clock = Clock::new();
-    let mut node = Node::new(config, key, os_seed()?, clock.now())?;
-    if let Some(f) = &files {
-        f.load_snapshot(|bytes| node.restore(clock.now(), bytes))?;
-    }
-    let peer_id = node.peer_id();
-    let core = DriverCore::new(node, clock, files, opts.save_interval);
+    let (core, peer_id) = prepare(&opts, &bound)?;
     let (tx, rx) = mpsc::unbounded::<Msg<R>>();
     for l in listeners {
         let (rt2, tx2) = (rt.clone(), tx.clone());
@@ -146,6 +132,65 @@ pub async fn start<R: Runtime>(rt: R, opts: NodeOptions) -> Result<NetworkHandle
     );
     rt.spawn(Box::pin(run(rt.clone(), core, rx, tx)));
     Ok(handle)
+}
+
+/// Everything between binding the listeners and running the loop, the same for every
+/// runtime: opens the data directory, loads or creates the key, announces the bound
+/// addresses if the configuration names none, creates the node seeded from OS entropy, and
+/// restores the peers snapshot (moving a corrupt one aside).
+pub fn prepare(
+    opts: &NodeOptions,
+    bound: &[SocketAddr],
+) -> Result<(DriverCore, PeerId), StartError> {
+    let files = opts.data_dir.as_ref().map(Files::open).transpose()?;
+    let key = match &files {
+        Some(f) => f.key()?,
+        None => silver_p2p_core::Keypair::from_private_key(os_seed()?),
+    };
+    let mut config = opts.config.clone();
+    if config.listen_addrs.is_empty() {
+        config.listen_addrs = bound.to_vec();
+    }
+    let clock = Clock::new();
+    let mut node = Node::new(config, key, os_seed()?, clock.now())?;
+    if let Some(f) = &files {
+        f.load_snapshot(|bytes| node.restore(clock.now(), bytes))?;
+    }
+    let peer_id = node.peer_id();
+    Ok((
+        DriverCore::new(node, clock, files, opts.save_interval),
+        peer_id,
+    ))
+}
+
+/// The `NetworkManager` of every async adapter: options in, a running node's handle out.
+#[derive(Debug, Clone)]
+pub struct NetworkManager<R> {
+    runtime: R,
+    options: NodeOptions,
+}
+
+impl<R: Runtime + Default> NetworkManager<R> {
+    /// A node with `config` listening on `listen` (port 0 picks a free port).
+    pub fn new(config: silver_p2p_core::node::NodeConfig, listen: Vec<SocketAddr>) -> Self {
+        Self::with_options(NodeOptions::new(config, listen))
+    }
+
+    /// From full options (data directory, event capacity, save interval).
+    pub fn with_options(options: NodeOptions) -> Self {
+        NetworkManager {
+            runtime: R::default(),
+            options,
+        }
+    }
+}
+
+impl<R: Runtime> NetworkManager<R> {
+    /// Binds, loads the node's files and starts it on the runtime (call it from inside that
+    /// runtime).
+    pub async fn start(self) -> Result<NetworkHandle, StartError> {
+        start(self.runtime, self.options).await
+    }
 }
 
 async fn accept_loop<R: Runtime>(rt: R, l: Arc<R::Listener>, tx: mpsc::UnboundedSender<Msg<R>>) {

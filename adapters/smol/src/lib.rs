@@ -119,27 +119,5 @@ impl<S: Spawner> Runtime for AsyncIo<S> {
     }
 }
 
-/// Builds and starts a node on smol.
-#[derive(Debug, Clone)]
-pub struct NetworkManager {
-    options: NodeOptions,
-}
-
-impl NetworkManager {
-    /// A node with `config` listening on `listen` (port 0 picks a free port).
-    pub fn new(config: NodeConfig, listen: Vec<SocketAddr>) -> Self {
-        NetworkManager {
-            options: NodeOptions::new(config, listen),
-        }
-    }
-
-    /// From full options (data directory, event capacity, save interval).
-    pub fn with_options(options: NodeOptions) -> Self {
-        NetworkManager { options }
-    }
-
-    /// Binds, loads the node's files and starts it on smol's global executor.
-    pub async fn start(self) -> Result<NetworkHandle, StartError> {
-        silver_p2p_driver::start(AsyncIo(SmolSpawner), self.options).await
-    }
-}
+/// Builds and starts a node on smol: `NetworkManager::new(config, listen).start().await`.
+pub type NetworkManager = silver_p2p_driver::NetworkManager<AsyncIo<SmolSpawner>>;

@@ -22,8 +22,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use silver_p2p_driver::core::node::{ConnectionId, Node};
-use silver_p2p_driver::{os_seed, Clock, DriverCore, Files, LoopEvent, SocketTable};
+use silver_p2p_driver::core::node::ConnectionId;
+use silver_p2p_driver::{DriverCore, LoopEvent, SocketTable};
 
 pub use silver_p2p_driver::core::node::NodeConfig;
 pub use silver_p2p_driver::{
@@ -236,22 +236,7 @@ impl NetworkManager {
             listeners.push(l);
             bound.push(a);
         }
-        let files = opts.data_dir.as_ref().map(Files::open).transpose()?;
-        let key = match &files {
-            Some(f) => f.key()?,
-            None => silver_p2p_driver::core::Keypair::from_private_key(os_seed()?),
-        };
-        let mut config = opts.config.clone();
-        if config.listen_addrs.is_empty() {
-            config.listen_addrs = bound.clone();
-        }
-        let clock = Clock::new();
-        let mut node = Node::new(config, key, os_seed()?, clock.now())?;
-        if let Some(f) = &files {
-            f.load_snapshot(|bytes| node.restore(clock.now(), bytes))?;
-        }
-        let peer_id = node.peer_id();
-        let core = DriverCore::new(node, clock, files, opts.save_interval);
+        let (core, peer_id) = silver_p2p_driver::prepare(&opts, &bound)?;
         let (tx, rx) = mpsc::channel::<Event>();
         for l in listeners {
             let tx = tx.clone();

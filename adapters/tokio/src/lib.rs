@@ -96,28 +96,5 @@ impl Runtime for Tokio {
     }
 }
 
-/// Builds and starts a node on the current tokio runtime (the seed API's
-/// `NetworkManager::new(config)` … `start()`).
-#[derive(Debug, Clone)]
-pub struct NetworkManager {
-    options: NodeOptions,
-}
-
-impl NetworkManager {
-    /// A node with `config` listening on `listen` (port 0 picks a free port).
-    pub fn new(config: NodeConfig, listen: Vec<SocketAddr>) -> Self {
-        NetworkManager {
-            options: NodeOptions::new(config, listen),
-        }
-    }
-
-    /// From full options (data directory, event capacity, save interval).
-    pub fn with_options(options: NodeOptions) -> Self {
-        NetworkManager { options }
-    }
-
-    /// Binds, loads the node's files and starts it; must run inside a tokio runtime.
-    pub async fn start(self) -> Result<NetworkHandle, StartError> {
-        silver_p2p_driver::start(Tokio, self.options).await
-    }
-}
+/// Builds and starts a node on tokio: `NetworkManager::new(config, listen).start().await`.
+pub type NetworkManager = silver_p2p_driver::NetworkManager<Tokio>;
