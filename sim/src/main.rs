@@ -1,0 +1,268 @@
+//! `silver-p2p-sim`: runs a built-in scenario and prints its summary.
+//!
+//! ```text
+//! silver-p2p-sim --nodes 1000 --seed 7 --duration 1h --scenario churn
+//! silver-p2p-sim --nodes 20 --seed 3 --scenario churn-partition --json
+//! ```
+//!
+//! Exit status: 0 when no invariant was violated, 1 when one was (the seed and the command
+//! that replays the run are printed), 2 for bad arguments.
+#![forbid(unsafe_code)]
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use silver_p2p_sim::{process_peak_rss, Scenario, Workload, BUILTIN_SCENARIOS};
+
+/// Deterministic network simulator for silver-p2p.
+#[derive(Parser, Debug)]
+#[command(name = "silver-p2p-sim", version, about, long_about = None)]
+struct Args {
+    /// Scenario to run (see --list).
+    #[arg(long, default_value = "steady")]
+    scenario: String,
+    /// Initial honest nodes.
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Length of the safety phase (faults on): 90s, 10m, 1h, 500ms.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    duration: Duration,
+    /// Most time the liveness phase may take to converge after faults stop.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    liveness: Duration,
+    /// Outbound connections each node keeps.
+    #[arg(long)]
+    outbound: Option<usize>,
+    /// Seed nodes (bootstrap topology); default one per 64 nodes.
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Interval between workload broadcasts ("0" for none).
+    #[arg(long, value_parser = parse_duration)]
+    broadcast_every: Option<Duration>,
+    /// Bytes per workload broadcast.
+    #[arg(long)]
+    broadcast_size: Option<usize>,
+    /// Interval between workload unicasts ("0" for none).
+    #[arg(long, value_parser = parse_duration)]
+    unicast_every: Option<Duration>,
+    /// Interval between workload requests ("0" for none).
+    #[arg(long, value_parser = parse_duration)]
+    request_every: Option<Duration>,
+    /// A node configuration (TOML, as `silver-node` reads it) applied to every node; the
+    /// simulator still sets the network id, listen address and bootstrap peers.
+    #[arg(long)]
+    node_config: Option<std::path::PathBuf>,
+    /// Memory sampling interval (bounds are checked every ten samples).
+    #[arg(long, value_parser = parse_duration)]
+    sample_every: Option<Duration>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Show a progress line on stderr even when it is not a terminal.
+    #[arg(long)]
+    progress: bool,
+    /// Never show the progress line.
+    #[arg(long)]
+    quiet: bool,
+    /// Print faults, restarts, joins and violations to stderr as they happen.
+    #[arg(long)]
+    log: bool,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().map_err(|_| {
+        format!("invalid duration {s:?}: expected a number and a unit (ms, s, m, h)")
+    })?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1000.0,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("invalid duration unit {unit:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The exact command that replays this run: every option that changes the simulation.
+fn replay_command(a: &Args) -> String {
+    let mut c = format!(
+        "silver-p2p-sim --scenario {} --nodes {} --seed {} --duration {}s --liveness {}s",
+        a.scenario,
+        a.nodes,
+        a.seed,
+        a.duration.as_secs_f64(),
+        a.liveness.as_secs_f64()
+    );
+    let d = |x: Duration| format!("{}s", x.as_secs_f64());
+    if let Some(p) = &a.node_config {
+        c += &format!(" --node-config {}", p.display());
+    }
+    if let Some(o) = a.outbound {
+        c += &format!(" --outbound {o}");
+    }
+    if let Some(k) = a.seeds {
+        c += &format!(" --seeds {k}");
+    }
+    if let Some(x) = a.broadcast_every {
+        c += &format!(" --broadcast-every {}", d(x));
+    }
+    if let Some(x) = a.broadcast_size {
+        c += &format!(" --broadcast-size {x}");
+    }
+    if let Some(x) = a.unicast_every {
+        c += &format!(" --unicast-every {}", d(x));
+    }
+    if let Some(x) = a.request_every {
+        c += &format!(" --request-every {}", d(x));
+    }
+    if let Some(x) = a.sample_every {
+        c += &format!(" --sample-every {}", d(x));
+    }
+    c
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.list {
+        for (name, what) in BUILTIN_SCENARIOS {
+            println!("{name:16} {what}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let Some(mut scenario) = Scenario::builtin(&args.scenario, args.nodes) else {
+        eprintln!(
+            "unknown scenario {:?}; known: {}",
+            args.scenario,
+            BUILTIN_SCENARIOS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    scenario = scenario
+        .seed(args.seed)
+        .duration(args.duration)
+        .liveness_budget(args.liveness);
+    if let Some(k) = args.seeds {
+        scenario = scenario.topology(silver_p2p_sim::Topology::Bootstrap { seeds: k.max(1) });
+    }
+    if let Some(path) = &args.node_config {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        let base = match silver_p2p_core::node::NodeConfig::from_toml(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("invalid node configuration {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        scenario = scenario.configure(move |_, c| {
+            let (network, listen, boot) = (
+                std::mem::take(&mut c.network_id),
+                std::mem::take(&mut c.listen_addrs),
+                std::mem::take(&mut c.bootstrap),
+            );
+            *c = base.clone();
+            c.network_id = network;
+            c.listen_addrs = listen;
+            c.bootstrap = boot;
+        });
+    }
+    if let Some(o) = args.outbound {
+        scenario = scenario.configure(move |_, c| {
+            c.limits.target_outbound = o;
+            c.limits.max_outbound = c.limits.max_outbound.max(o);
+        });
+    }
+    let mut w = Workload::default();
+    let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+    if let Some(d) = args.broadcast_every {
+        w.broadcast_every = nonzero(d);
+    }
+    if let Some(b) = args.broadcast_size {
+        w.broadcast_size = b.max(8);
+    }
+    if let Some(d) = args.unicast_every {
+        w.unicast_every = nonzero(d);
+    }
+    if let Some(d) = args.request_every {
+        w.request_every = nonzero(d);
+    }
+    scenario = scenario.workload(w);
+    if let Some(d) = args.sample_every {
+        scenario = scenario.sampling(d, d * 10);
+    }
+    scenario = scenario.replay_as(replay_command(&args));
+    let mut sim = scenario.build();
+    sim.set_log(args.log);
+    let show = !args.quiet && (args.progress || std::io::stderr().is_terminal());
+    if show {
+        let started = Instant::now();
+        let mut last = Instant::now();
+        sim.set_progress(move |p| {
+            if last.elapsed() < Duration::from_millis(250) {
+                return;
+            }
+            last = Instant::now();
+            let frac = (p.now.as_nanos() as f64 / p.end.as_nanos().max(1) as f64).min(1.0);
+            let width = 30;
+            let filled = (frac * width as f64) as usize;
+            let wall = started.elapsed().as_secs_f64();
+            let eta = if frac > 0.0 { wall / frac - wall } else { 0.0 };
+            let mut e = std::io::stderr();
+            let _ = write!(
+                e,
+                "\r[{}{}] {:5.1}% sim {:>7.0}s  {:>6} nodes  {:>11} events  {:>9.0} ev/s  eta {:>5.0}s ",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                frac * 100.0,
+                p.now.as_nanos() as f64 / 1e9,
+                p.live_nodes,
+                p.events,
+                p.events as f64 / wall.max(1e-9),
+                eta
+            );
+            let _ = e.flush();
+        });
+    }
+    sim.run();
+    if show {
+        eprint!("\r{}\r", " ".repeat(110));
+    }
+    let mut report = sim.report();
+    report.memory.process_peak_rss_bytes = process_peak_rss();
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{report}");
+    }
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{}", report.failure_text());
+        ExitCode::from(1)
+    }
+}
