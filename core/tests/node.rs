@@ -431,6 +431,19 @@ fn simultaneous_dials_leave_exactly_one_connection_on_both_sides() {
     assert_ne!(p0[0].direction, p1[0].direction);
     net.run_for(Duration::from_secs(60));
     assert_eq!(net.nodes[0].node.peers().len(), 1);
+    // The application's view agrees: connects minus disconnects is the peer count.
+    for i in 0..2 {
+        let ev = &net.nodes[i].events;
+        let up = ev
+            .iter()
+            .filter(|e| matches!(e, Event::PeerConnected { .. }))
+            .count();
+        let down = ev
+            .iter()
+            .filter(|e| matches!(e, Event::PeerDisconnected { .. }))
+            .count();
+        assert_eq!(up - down, net.nodes[i].node.peers().len(), "node {i}");
+    }
 }
 
 #[test]

@@ -325,6 +325,10 @@ impl Node {
             listen_addrs: config.listen_addrs.clone(),
             agent: config.agent.clone(),
         };
+        // Unicast ids start at a random point per run: a restarted node must not reuse ids a
+        // receiver still remembers from its previous run (it would acknowledge without
+        // delivering). Half the range leaves room to count up without wrapping.
+        let first_unicast = rng.next_u64() >> 1;
         let mut node = Node {
             conn_config: Arc::new(config.connection.clone()),
             hello: Arc::new(hello),
@@ -345,7 +349,7 @@ impl Node {
             seen: ExpiringSet::new(config.gossip.seen_cache_size, config.gossip.seen_ttl),
             pending_validation: BTreeMap::new(),
             unicasts: BTreeMap::new(),
-            next_unicast: 0,
+            next_unicast: first_unicast,
             delivered: ExpiringSet::new(config.unicast.dedup_cache_size, config.unicast.dedup_ttl),
             requests: BTreeMap::new(),
             next_request: 0,
@@ -998,6 +1002,14 @@ impl Node {
                 if let Some(c) = self.conns.get_mut(&existing) {
                     c.registered = false;
                 }
+                // The application saw this peer connect on the old connection: tell it that
+                // one is gone before the new one is announced.
+                self.outputs
+                    .push_back(Output::Event(Event::PeerDisconnected {
+                        peer,
+                        conn: existing,
+                        reason: CloseReason::LocalRequest(GoodbyeReason::DuplicateConnection),
+                    }));
                 self.close_conn(now, existing, GoodbyeReason::DuplicateConnection);
             } else {
                 self.close_conn(now, id, GoodbyeReason::DuplicateConnection);
