@@ -4,13 +4,26 @@
 use std::time::Duration;
 
 use silver_p2p::driver::testing::{test_config, within};
-use silver_p2p::driver::NodeOptions;
+use silver_p2p::driver::{NetworkHandle, NodeOptions};
 use silver_p2p::tokio::NetworkManager;
 
 fn data_dir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("silver-restart-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
+}
+
+/// Resolves once `a` lists `b` among its peers.
+async fn connected(a: &NetworkHandle, b: &NetworkHandle) {
+    while !a
+        .peers()
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.peer == b.peer_id())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,18 +47,7 @@ async fn a_restarted_node_finds_its_peers_without_the_bootstrap() {
         .await
         .unwrap();
     let b_id = b.peer_id();
-    within("b meets c through the bootstrap", async {
-        while !b
-            .peers()
-            .await
-            .unwrap()
-            .iter()
-            .any(|p| p.peer == c.peer_id())
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    within("b meets c through the bootstrap", connected(&b, &c)).await;
     b.stop(Duration::from_secs(1)).await.unwrap();
     boot.stop(Duration::from_secs(1)).await.unwrap();
 
@@ -58,18 +60,7 @@ async fn a_restarted_node_finds_its_peers_without_the_bootstrap() {
         b.stats().await.unwrap().address_book.known >= 2,
         "address book reloaded"
     );
-    within("b reconnects to c from its address book", async {
-        while !b
-            .peers()
-            .await
-            .unwrap()
-            .iter()
-            .any(|p| p.peer == c.peer_id())
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    within("b reconnects to c from its address book", connected(&b, &c)).await;
     b.stop(Duration::from_secs(1)).await.unwrap();
     c.stop(Duration::from_secs(1)).await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
