@@ -91,6 +91,29 @@ impl ConfigError {
 }
 
 impl ConnectionConfig {
+    /// The most bytes one [`crate::Connection`] may hold by its own accounting
+    /// ([`crate::Connection::buffered_bytes`]) under this configuration, whatever the peer
+    /// sends, as long as the adapter honours `PauseRead`:
+    ///
+    /// one partial packet (2 + 65,535) + `max_partial_messages × max_message_size` of partial
+    /// chunked messages + `max_queued_bytes` of outbound queue + `max_in_flight_bytes` of
+    /// undrained transmits, plus two packets for the frame a transmit may overshoot by and the
+    /// handshake. With the defaults: about 50 MiB, dominated by reassembly (4 × 8 MiB) and
+    /// the queue (16 MiB); lower those two for nodes with many peers.
+    ///
+    /// The fuzz targets assert this bound after every input.
+    pub fn max_buffered_bytes(&self) -> usize {
+        let packet = crate::frame::LEN_PREFIX + crate::frame::MAX_PACKET_LEN;
+        packet
+            .saturating_add(
+                self.max_partial_messages
+                    .saturating_mul(self.max_message_size),
+            )
+            .saturating_add(self.max_queued_bytes)
+            .saturating_add(self.max_in_flight_bytes)
+            .saturating_add(2 * packet)
+    }
+
     /// Checks every rule; the first broken one is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let nonzero = |field: &str, v: Duration| {

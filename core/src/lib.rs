@@ -89,6 +89,8 @@ pub mod chunk;
 mod config;
 mod connection;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handshake;
 mod hello;
 mod identity;

@@ -72,6 +72,8 @@
 #![warn(missing_docs)]
 
 pub mod dist;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod ledger;
 pub mod link;
 pub mod report;

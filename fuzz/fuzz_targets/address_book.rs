@@ -1,0 +1,3 @@
+#![no_main]
+//! cargo-fuzz wrapper of `silver_p2p_core::fuzzing::address_book`, where the target is documented.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| silver_p2p_core::fuzzing::address_book(data));
