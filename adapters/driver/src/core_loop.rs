@@ -41,6 +41,8 @@ pub enum Command {
     Connect(PeerAddr, oneshot::Sender<Result<(), HandleError>>),
     /// Dial an address and keep redialing it.
     AddBootstrap(PeerAddr),
+    /// Close the connection to a peer gracefully (Goodbye, then close).
+    Disconnect(PeerId, oneshot::Sender<Result<(), HandleError>>),
     /// Run discovery now.
     Discover,
     /// Ban a peer.
@@ -284,6 +286,9 @@ impl DriverCore {
                 let _ = reply.send(n.connect(now, addr).map(|_| ()).map_err(HandleError::from));
             }
             Command::AddBootstrap(addr) => n.add_persistent_peer(now, addr),
+            Command::Disconnect(peer, reply) => {
+                let _ = reply.send(n.disconnect(now, &peer).map_err(HandleError::from));
+            }
             Command::Discover => n.discover(now),
             Command::Ban(peer, d) => n.ban(now, peer, d),
             Command::Unban(peer) => {

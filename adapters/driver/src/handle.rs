@@ -191,6 +191,13 @@ impl NetworkHandle {
         self.ask(|tx| Command::Connect(addr, tx)).await?
     }
 
+    /// Closes the connection to `peer` with a Goodbye (reason normal). The peer is not
+    /// banned and may reconnect; a persistent (bootstrap) peer is redialed with backoff.
+    /// Fails with `CommandError::UnknownPeer` if it is not connected.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), HandleError> {
+        self.ask(|tx| Command::Disconnect(peer, tx)).await?
+    }
+
     /// Dials `addr` and keeps redialing it with backoff whenever it drops.
     pub fn add_bootstrap_peer(&self, addr: PeerAddr) -> Result<(), HandleError> {
         self.tell(Command::AddBootstrap(addr))
@@ -268,6 +275,8 @@ blocking! {
     fn respond(id: InboundRequestId, answer: Option<Bytes>) -> Result<(), HandleError>;
     /// Dials once.
     fn connect_to_peer(addr: PeerAddr) -> Result<(), HandleError>;
+    /// Closes the connection to a peer.
+    fn disconnect(peer: PeerId) -> Result<(), HandleError>;
     /// Statistics.
     fn stats() -> Result<NetworkStats, HandleError>;
     /// Shuts down gracefully.

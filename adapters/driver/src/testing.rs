@@ -54,6 +54,7 @@ pub async fn wait_for<T>(events: &mut EventStream, mut pick: impl FnMut(Event) -
 /// request and response, and graceful shutdown, each checked.
 pub async fn two_node_scenario(a: NetworkHandle, b: NetworkHandle) {
     let mut b_events = b.events();
+    let mut a_events = a.events();
     a.connect_to_peer(b.dial_addr().unwrap()).await.unwrap();
     let peer = within(
         "handshake",
@@ -113,13 +114,12 @@ pub async fn two_node_scenario(a: NetworkHandle, b: NetworkHandle) {
     let (answer, ()) = within("request", futures::future::join(ask, serve)).await;
     assert_eq!(answer.unwrap(), Bytes::from_static(b"the block"));
 
-    let report = within("stop", a.stop(Duration::from_secs(2)))
+    // a hangs up; both sides see it, b learns it was a Goodbye; then a dials again.
+    within("disconnect", a.disconnect(b.peer_id()))
         .await
         .unwrap();
-    assert_eq!(report.peers_closed, 1);
-    assert_eq!(a.stop(Duration::from_secs(2)).await.unwrap(), report);
     let reason = within(
-        "a's goodbye reaches b",
+        "b sees the disconnect",
         wait_for(&mut b_events, |e| match e {
             Event::PeerDisconnected { reason, .. } => Some(reason),
             _ => None,
@@ -129,6 +129,59 @@ pub async fn two_node_scenario(a: NetworkHandle, b: NetworkHandle) {
     assert!(
         matches!(reason, silver_p2p_core::CloseReason::RemoteGoodbye { .. }),
         "{reason:?}"
+    );
+    within(
+        "a sees the disconnect",
+        wait_for(&mut a_events, |e| match e {
+            Event::PeerDisconnected { peer, .. } => Some(peer),
+            _ => None,
+        }),
+    )
+    .await;
+    // a may redial b on its own (b is a proven address and a is below its outbound target);
+    // either way, wait until both sides have the peer again.
+    let _ = a.connect_to_peer(b.dial_addr().unwrap()).await;
+    within("reconnect", async {
+        loop {
+            let has = |peers: Vec<PeerInfo>, id: silver_p2p_core::PeerId| {
+                peers
+                    .iter()
+                    .any(|p| p.peer == id && p.state == silver_p2p_core::ConnectionState::Connected)
+            };
+            let a_has = has(a.peers().await.unwrap(), b.peer_id());
+            let b_has = has(b.peers().await.unwrap(), a.peer_id());
+            if a_has && b_has {
+                break;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    let report = within("stop", a.stop(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert_eq!(report.peers_closed, 1);
+    assert_eq!(a.stop(Duration::from_secs(2)).await.unwrap(), report);
+    // A connection replaced during the reconnection may also report a disconnect: wait for
+    // the one carrying a's shutdown Goodbye.
+    within(
+        "a's goodbye reaches b",
+        wait_for(&mut b_events, |e| match e {
+            Event::PeerDisconnected {
+                reason: silver_p2p_core::CloseReason::RemoteGoodbye { .. },
+                ..
+            } => Some(()),
+            _ => None,
+        }),
+    )
+    .await;
+    assert!(
+        matches!(
+            b.disconnect(a.peer_id()).await,
+            Err(crate::HandleError::Command(_))
+        ),
+        "disconnecting a peer that is gone is an error"
     );
     within("stop b", b.stop(Duration::from_secs(1)))
         .await
