@@ -1,8 +1,11 @@
-//! Replays the `sim_scenario` fuzz target on stable: the committed corpus and regressions
-//! (`fuzz/corpus/sim_scenario/`, `fuzz/regressions/sim_scenario/`) and a few generated
-//! inputs (`FUZZ_REPLAY_INPUTS`, default 6: each is a whole simulated run).
+//! Replays the `sim_scenario` fuzz target on stable: every regression input
+//! (`fuzz/regressions/sim_scenario/`), an evenly spread sample of the committed corpus
+//! (`fuzz/corpus/sim_scenario/`, `SIM_FUZZ_CORPUS` entries, default 24: each input is a whole
+//! simulated run, so all of them would take minutes in a debug build) and a few generated
+//! inputs (`FUZZ_REPLAY_INPUTS`, default 6).
 
 #[path = "../../core/tests/fuzz_support/mod.rs"]
+#[allow(dead_code)] // shared with the core's replay test, which uses every helper
 mod fuzz_support;
 
 use silver_p2p_core::fuzzing::{replay, Target};
@@ -14,7 +17,15 @@ const TARGET: Target = Target {
 
 #[test]
 fn sim_scenario() {
-    let known = fuzz_support::committed_inputs(TARGET.name);
+    let dir = fuzz_support::fuzz_dir();
+    let mut known = fuzz_support::files_in(&dir.join("regressions").join(TARGET.name));
+    let corpus = fuzz_support::files_in(&dir.join("corpus").join(TARGET.name));
+    let sample: usize = std::env::var("SIM_FUZZ_CORPUS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let step = corpus.len().div_ceil(sample.max(1)).max(1);
+    known.extend(corpus.into_iter().step_by(step));
     replay(
         &TARGET,
         &known,
