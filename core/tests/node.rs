@@ -803,10 +803,18 @@ fn each_broadcast_copy_is_tracked_until_written_or_failed() {
         status.iter().all(|(_, s)| *s == BroadcastStatus::Written),
         "{status:?}"
     );
-    assert!(net.nodes[1].events.iter().any(|e| matches!(
-        e,
-        Event::BroadcastComplete { id, written, dropped: 0, failed: 0 } if *id == r.id && *written == n
-    )));
+    let complete: Vec<_> = net.nodes[1]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::BroadcastComplete { id, .. } if *id == r.id))
+        .collect();
+    assert!(
+        matches!(
+            complete.as_slice(),
+            [Event::BroadcastComplete { written, dropped: 0, failed: 0, .. }] if *written == n
+        ),
+        "exactly one completion with every copy written: {complete:?}"
+    );
 }
 
 #[test]

@@ -174,7 +174,11 @@ pub struct Node {
     peers: BTreeMap<PeerId, ConnectionId>,
     next_conn: u64,
     outputs: VecDeque<Output>,
-    dirty: BTreeSet<ConnectionId>,
+    /// Connections touched since the last flush (unsorted, may repeat; a flush sorts and
+    /// de-duplicates once, cheaper than keeping a set ordered on every touch).
+    dirty: Vec<ConnectionId>,
+    /// The previous flush's batch, kept for its allocation.
+    dirty_batch: Vec<ConnectionId>,
     timers: BTreeSet<(Timestamp, Timer)>,
     addrbook: AddressBook,
     persistent: BTreeMap<SocketAddr, Persistent>,
@@ -211,7 +215,36 @@ pub struct Node {
 #[derive(Debug)]
 struct TrackedBroadcast {
     id: MessageId,
+    /// One entry per copy, sorted by connection id so a write report finds its copy by
+    /// binary search (a broadcast to n peers gets n reports: a scan would be quadratic).
     peers: Vec<(PeerId, ConnectionId, BroadcastStatus)>,
+    /// Copies still `Queued`; the broadcast is complete when this reaches zero.
+    queued: usize,
+}
+
+impl TrackedBroadcast {
+    fn new(id: MessageId, mut peers: Vec<(PeerId, ConnectionId, BroadcastStatus)>) -> Self {
+        peers.sort_unstable_by_key(|(_, c, _)| *c);
+        let queued = peers
+            .iter()
+            .filter(|(_, _, s)| *s == BroadcastStatus::Queued)
+            .count();
+        TrackedBroadcast { id, peers, queued }
+    }
+
+    /// Moves the copy on `conn` from `Queued` to `to`; false if it had none still queued.
+    fn settle(&mut self, conn: ConnectionId, to: BroadcastStatus) -> bool {
+        let Ok(i) = self.peers.binary_search_by_key(&conn, |(_, c, _)| *c) else {
+            return false;
+        };
+        let status = &mut self.peers[i].2;
+        if *status != BroadcastStatus::Queued {
+            return false;
+        }
+        *status = to;
+        self.queued -= 1;
+        true
+    }
 }
 
 /// Version of the [`Node::snapshot`] format.
@@ -339,7 +372,8 @@ impl Node {
             peers: BTreeMap::new(),
             next_conn: 0,
             outputs: VecDeque::new(),
-            dirty: BTreeSet::new(),
+            dirty: Vec::new(),
+            dirty_batch: Vec::new(),
             timers: BTreeSet::new(),
             addrbook,
             persistent: BTreeMap::new(),
@@ -524,13 +558,13 @@ impl Node {
             Input::Connected { conn } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.conn.handle_connected(now);
-                    self.dirty.insert(conn);
+                    self.dirty.push(conn);
                 }
             }
             Input::Received { conn, bytes } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.conn.handle_bytes(now, bytes);
-                    self.dirty.insert(conn);
+                    self.dirty.push(conn);
                     if let Some(resume) = self.global_bandwidth.on_bytes(now, bytes.len() as u64) {
                         self.rate_pause(now, conn, resume);
                     }
@@ -539,13 +573,13 @@ impl Node {
             Input::Written { conn, bytes } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.conn.handle_written(now, bytes);
-                    self.dirty.insert(conn);
+                    self.dirty.push(conn);
                 }
             }
             Input::Closed { conn, error } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.conn.handle_closed(now, error);
-                    self.dirty.insert(conn);
+                    self.dirty.push(conn);
                 }
             }
             Input::Timeout => self.handle_timeout(now),
@@ -581,7 +615,7 @@ impl Node {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.timer_at = None;
                         c.conn.handle_timeout(now);
-                        self.dirty.insert(id);
+                        self.dirty.push(id);
                     }
                 }
                 Timer::RateResume(id) => {
@@ -589,7 +623,7 @@ impl Node {
                         if c.rate_paused_until.is_some_and(|r| r <= now) {
                             c.rate_paused_until = None;
                             c.conn.set_read_paused(now, false);
-                            self.dirty.insert(id);
+                            self.dirty.push(id);
                         }
                     }
                 }
@@ -602,46 +636,59 @@ impl Node {
     /// Drains every connection touched since the last flush, handling its events, until
     /// nothing is left to do.
     fn flush(&mut self, now: Timestamp) {
-        while let Some(id) = self.dirty.pop_first() {
-            // Socket outputs go straight to the queue under one lookup; an event ends the
-            // borrow so its handler can touch any connection, then draining resumes.
-            loop {
-                let Node {
-                    conns,
-                    outputs,
-                    scratch,
-                    ..
-                } = self;
-                let Some(c) = conns.get_mut(&id) else {
-                    break;
-                };
-                let mut event = None;
-                while let Some(out) = c.conn.poll_output_with(scratch) {
-                    match out {
-                        ConnectionOutput::Transmit(bytes) => {
-                            outputs.push_back(Output::Transmit { conn: id, bytes })
-                        }
-                        ConnectionOutput::PauseRead => {
-                            outputs.push_back(Output::PauseRead { conn: id })
-                        }
-                        ConnectionOutput::ResumeRead => {
-                            outputs.push_back(Output::ResumeRead { conn: id })
-                        }
-                        ConnectionOutput::Close => outputs.push_back(Output::Close { conn: id }),
-                        ConnectionOutput::Event(e) => {
-                            event = Some(e);
-                            break;
-                        }
-                    }
-                }
-                match event {
-                    Some(e) => self.on_connection_event(now, id, e),
-                    None => break,
-                }
+        while !self.dirty.is_empty() {
+            // Handlers below may touch connections again: those land in a later batch.
+            let mut batch =
+                std::mem::replace(&mut self.dirty, std::mem::take(&mut self.dirty_batch));
+            batch.sort_unstable();
+            batch.dedup();
+            for id in batch.drain(..) {
+                self.flush_connection(now, id);
             }
-            self.reindex(id);
+            self.dirty_batch = batch;
         }
         self.check_shutdown_complete();
+    }
+
+    /// Drains one connection's outputs into the node's queue, handling its events.
+    fn flush_connection(&mut self, now: Timestamp, id: ConnectionId) {
+        // Socket outputs go straight to the queue under one lookup; an event ends the
+        // borrow so its handler can touch any connection, then draining resumes.
+        loop {
+            let Node {
+                conns,
+                outputs,
+                scratch,
+                ..
+            } = self;
+            let Some(c) = conns.get_mut(&id) else {
+                break;
+            };
+            let mut event = None;
+            while let Some(out) = c.conn.poll_output_with(scratch) {
+                match out {
+                    ConnectionOutput::Transmit(bytes) => {
+                        outputs.push_back(Output::Transmit { conn: id, bytes })
+                    }
+                    ConnectionOutput::PauseRead => {
+                        outputs.push_back(Output::PauseRead { conn: id })
+                    }
+                    ConnectionOutput::ResumeRead => {
+                        outputs.push_back(Output::ResumeRead { conn: id })
+                    }
+                    ConnectionOutput::Close => outputs.push_back(Output::Close { conn: id }),
+                    ConnectionOutput::Event(e) => {
+                        event = Some(e);
+                        break;
+                    }
+                }
+            }
+            match event {
+                Some(e) => self.on_connection_event(now, id, e),
+                None => break,
+            }
+        }
+        self.reindex(id);
     }
 
     /// Updates a connection's entry in the timer index, or removes a closed connection.
@@ -739,7 +786,7 @@ impl Node {
                 closed: false,
             }),
         );
-        self.dirty.insert(id);
+        self.dirty.push(id);
         id
     }
 
@@ -927,14 +974,14 @@ impl Node {
     fn close_conn(&mut self, now: Timestamp, id: ConnectionId, reason: GoodbyeReason) {
         if let Some(c) = self.conns.get_mut(&id) {
             c.conn.close(now, reason);
-            self.dirty.insert(id);
+            self.dirty.push(id);
         }
     }
 
     fn send_to(&mut self, id: ConnectionId, msg: Message) -> Result<(), SendError> {
         let c = self.conns.get_mut(&id).ok_or(SendError::Closed)?;
         let r = c.conn.send(msg);
-        self.dirty.insert(id);
+        self.dirty.push(id);
         r
     }
 
@@ -1186,12 +1233,9 @@ impl Node {
         // Copies of our broadcasts still queued on it are lost.
         let mut touched = Vec::new();
         for (token, t) in self.tracked.iter_mut() {
-            for (_, c, s) in t.peers.iter_mut() {
-                if *c == id && *s == BroadcastStatus::Queued {
-                    *s = BroadcastStatus::Failed;
-                    self.counters.broadcast_copies_failed += 1;
-                    touched.push(*token);
-                }
+            if t.settle(id, BroadcastStatus::Failed) {
+                self.counters.broadcast_copies_failed += 1;
+                touched.push(*token);
             }
         }
         for token in touched {
@@ -1380,7 +1424,7 @@ impl Node {
         }
         c.rate_paused_until = Some(resume_at);
         self.timers.insert((resume_at, Timer::RateResume(id)));
-        self.dirty.insert(id);
+        self.dirty.push(id);
     }
 
     // ----- messages -----
@@ -1790,7 +1834,7 @@ impl Node {
                 (Some(c), None) => c.conn.send_encoded(wire.clone()),
                 (None, _) => Err(SendError::Closed),
             };
-            self.dirty.insert(id);
+            self.dirty.push(id);
             let status = match sent {
                 Ok(()) => BroadcastStatus::Queued,
                 Err(_) => {
@@ -1842,7 +1886,7 @@ impl Node {
         if let Some(old) = self.tracked_ids.insert(id, token) {
             self.tracked.remove(&old);
         }
-        self.tracked.insert(token, TrackedBroadcast { id, peers });
+        self.tracked.insert(token, TrackedBroadcast::new(id, peers));
         self.finish_tracked(token);
         self.flush(now);
         Ok(report)
@@ -1851,20 +1895,19 @@ impl Node {
     /// Per peer, what became of broadcast `id` (while it is among the tracked ones).
     pub fn broadcast_status(&self, id: &MessageId) -> Option<Vec<(PeerId, BroadcastStatus)>> {
         let t = self.tracked.get(self.tracked_ids.get(id)?)?;
-        Some(t.peers.iter().map(|(p, _, s)| (*p, *s)).collect())
+        let mut status: Vec<_> = t.peers.iter().map(|(p, _, s)| (*p, *s)).collect();
+        status.sort_unstable_by_key(|(p, _)| *p);
+        Some(status)
     }
 
     fn on_written(&mut self, token: u64, conn: ConnectionId) {
         let Some(t) = self.tracked.get_mut(&token) else {
             return;
         };
-        for (_, c, s) in t.peers.iter_mut() {
-            if *c == conn && *s == BroadcastStatus::Queued {
-                *s = BroadcastStatus::Written;
-                self.counters.broadcast_copies_written += 1;
-            }
+        if t.settle(conn, BroadcastStatus::Written) {
+            self.counters.broadcast_copies_written += 1;
+            self.finish_tracked(token);
         }
-        self.finish_tracked(token);
     }
 
     /// Reports a tracked broadcast complete once no copy is still queued. The status stays
@@ -1873,10 +1916,7 @@ impl Node {
         let Some(t) = self.tracked.get(&token) else {
             return;
         };
-        if t.peers
-            .iter()
-            .any(|(_, _, s)| *s == BroadcastStatus::Queued)
-        {
+        if t.queued > 0 {
             return;
         }
         let count = |st| t.peers.iter().filter(|(_, _, s)| *s == st).count();
@@ -2337,7 +2377,7 @@ impl Node {
                 report.peers_closed += 1;
             }
             c.conn.close_gracefully(now, deadline);
-            self.dirty.insert(id);
+            self.dirty.push(id);
         }
         self.timers
             .retain(|(_, t)| matches!(t, Timer::Conn(_) | Timer::Unicast(_) | Timer::Request(_)));
