@@ -16,6 +16,7 @@ mod clock;
 mod core_loop;
 mod files;
 mod handle;
+mod read_buffer;
 mod runtime;
 #[doc(hidden)]
 pub mod testing;
@@ -24,6 +25,7 @@ pub use clock::Clock;
 pub use core_loop::{Action, Command, DriverCore, EventHandler, LoopEvent, SocketTable};
 pub use files::{load_or_create_key, os_seed, write_atomic, Files, FilesError};
 pub use handle::{BlockingHandle, EventStream, HandleError, NetworkHandle};
+pub use read_buffer::ReadBuffer;
 pub use runtime::{
     prepare, start, BoxFuture, NetworkManager, ReadHalf, Runtime, StartError, WriteHalf,
 };

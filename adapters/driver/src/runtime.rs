@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::core_loop::{DriverCore, LoopEvent, SocketTable};
 use crate::files::{os_seed, Files, FilesError};
 use crate::handle::NetworkHandle;
+use crate::read_buffer::ReadBuffer;
 use crate::NodeOptions;
 
 /// A boxed, sendable future.
@@ -223,8 +224,7 @@ async fn reader<R: Runtime>(
     tx: mpsc::UnboundedSender<Msg<R>>,
     mut ctl: mpsc::UnboundedReceiver<bool>,
 ) {
-    // One buffer per connection, reused for every read.
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = ReadBuffer::default();
     let mut paused = false;
     loop {
         if paused {
@@ -235,7 +235,7 @@ async fn reader<R: Runtime>(
             continue;
         }
         let outcome = {
-            let read = r.read(&mut buf);
+            let read = r.read(buf.for_read());
             match select(read, ctl.next()).await {
                 Either::Left((res, _)) => Either::Left(res),
                 Either::Right((ctl_msg, _)) => Either::Right(ctl_msg),
@@ -248,7 +248,7 @@ async fn reader<R: Runtime>(
             }
             Either::Left(Ok(n)) => {
                 if tx
-                    .unbounded_send(LoopEvent::Received(conn, buf[..n].to_vec()))
+                    .unbounded_send(LoopEvent::Received(conn, buf.take(n)))
                     .is_err()
                 {
                     return;

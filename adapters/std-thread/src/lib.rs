@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use silver_p2p_driver::core::node::ConnectionId;
-use silver_p2p_driver::{DriverCore, LoopEvent, SocketTable};
+use silver_p2p_driver::{DriverCore, LoopEvent, ReadBuffer, SocketTable};
 
 pub use silver_p2p_driver::core::node::NodeConfig;
 pub use silver_p2p_driver::{
@@ -100,20 +100,16 @@ impl SocketTable for ThreadTable {
         let tx = self.tx.clone();
         let g = gate.clone();
         thread::spawn(move || {
-            // One buffer per connection, reused for every read.
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = ReadBuffer::default();
             loop {
                 g.wait_open();
-                match rd.read(&mut buf) {
+                match rd.read(buf.for_read()) {
                     Ok(0) => {
                         let _ = tx.send(LoopEvent::Ended(conn, None));
                         return;
                     }
                     Ok(n) => {
-                        if tx
-                            .send(LoopEvent::Received(conn, buf[..n].to_vec()))
-                            .is_err()
-                        {
+                        if tx.send(LoopEvent::Received(conn, buf.take(n))).is_err() {
                             return;
                         }
                     }
