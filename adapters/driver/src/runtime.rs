@@ -31,6 +31,36 @@ pub trait ReadHalf: Send + 'static {
     /// Reads into `buf`; `Ok(0)` is end of stream. Must be cancel-safe (dropping the
     /// future before it completes loses no data), as TCP reads in every runtime are.
     fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<usize>>;
+
+    /// Waits until [`ReadHalf::try_read`] would not block, holding no buffer meanwhile.
+    /// Runtimes with readiness notifications (tokio) implement this pair, so an idle
+    /// connection owns no read buffer at all: the loop reads into a buffer shared by every
+    /// connection of the thread. The default reports `Unsupported`, and the loop then reads
+    /// through [`ReadHalf::read`] and a per-connection [`ReadBuffer`]. Must be cancel-safe.
+    fn readable(&mut self) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(std::future::ready(Err(io::ErrorKind::Unsupported.into())))
+    }
+
+    /// Reads what is available without waiting: `Ok(0)` is end of stream, `WouldBlock`
+    /// means nothing was (a spurious readiness). Called only after
+    /// [`ReadHalf::readable`] succeeded.
+    fn try_read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// How a reader task reads: by readiness into the thread's shared buffer when the runtime
+/// supports it, or else by awaiting reads into its own buffer.
+enum ReadMode {
+    Readiness,
+    Owned(ReadBuffer),
+}
+
+thread_local! {
+    /// The readiness path's read buffer, one per runtime thread: a reader borrows it only
+    /// between readiness and the copy of what it read, never across an await.
+    static SHARED_READ_BUFFER: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0; ReadBuffer::LARGE]);
 }
 
 /// The writing half of a TCP stream.
@@ -224,7 +254,7 @@ async fn reader<R: Runtime>(
     tx: mpsc::UnboundedSender<Msg<R>>,
     mut ctl: mpsc::UnboundedReceiver<bool>,
 ) {
-    let mut buf = ReadBuffer::default();
+    let mut mode = ReadMode::Readiness;
     let mut paused = false;
     loop {
         if paused {
@@ -234,26 +264,52 @@ async fn reader<R: Runtime>(
             }
             continue;
         }
-        let outcome = {
-            let read = r.read(buf.for_read());
-            match select(read, ctl.next()).await {
-                Either::Left((res, _)) => Either::Left(res),
-                Either::Right((ctl_msg, _)) => Either::Right(ctl_msg),
+        let outcome = match &mut mode {
+            ReadMode::Readiness => {
+                let ready = match select(r.readable(), ctl.next()).await {
+                    Either::Left((res, _)) => Either::Left(res),
+                    Either::Right((ctl_msg, _)) => Either::Right(ctl_msg),
+                };
+                match ready {
+                    Either::Left(Ok(())) => Either::Left(SHARED_READ_BUFFER.with(|b| {
+                        let mut b = b.borrow_mut();
+                        r.try_read(&mut b).map(|n| b[..n].to_vec())
+                    })),
+                    Either::Left(Err(e)) if e.kind() == io::ErrorKind::Unsupported => {
+                        mode = ReadMode::Owned(ReadBuffer::default());
+                        continue;
+                    }
+                    Either::Left(Err(e)) => Either::Left(Err(e)),
+                    Either::Right(ctl_msg) => Either::Right(ctl_msg),
+                }
+            }
+            ReadMode::Owned(buf) => {
+                let read = match select(r.read(buf.for_read()), ctl.next()).await {
+                    Either::Left((res, _)) => Either::Left(res),
+                    Either::Right((ctl_msg, _)) => Either::Right(ctl_msg),
+                };
+                match read {
+                    Either::Left(Ok(n)) => Either::Left(Ok(buf.take(n))),
+                    Either::Left(Err(e)) => Either::Left(Err(e)),
+                    Either::Right(ctl_msg) => Either::Right(ctl_msg),
+                }
             }
         };
         match outcome {
-            Either::Left(Ok(0)) => {
+            Either::Left(Ok(bytes)) if bytes.is_empty() => {
                 let _ = tx.unbounded_send(LoopEvent::Ended(conn, None));
                 return;
             }
-            Either::Left(Ok(n)) => {
-                if tx
-                    .unbounded_send(LoopEvent::Received(conn, buf.take(n)))
-                    .is_err()
-                {
+            Either::Left(Ok(bytes)) => {
+                if tx.unbounded_send(LoopEvent::Received(conn, bytes)).is_err() {
                     return;
                 }
             }
+            Either::Left(Err(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
             Either::Left(Err(e)) => {
                 let _ = tx.unbounded_send(LoopEvent::Ended(conn, Some(e.to_string())));
                 return;

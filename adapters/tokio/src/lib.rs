@@ -42,6 +42,12 @@ impl ReadHalf for Reader {
     fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<usize>> {
         Box::pin(self.0.read(buf))
     }
+    fn readable(&mut self) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(self.0.readable())
+    }
+    fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
 }
 
 impl WriteHalf for Writer {
