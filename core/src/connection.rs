@@ -14,7 +14,9 @@ use bytes::Bytes;
 use crate::chunk::{ChunkError, Reassembler, ReassemblyLimits};
 use crate::config::ConnectionConfig;
 use crate::frame::{FrameError, PacketDecoder, LEN_PREFIX, MAX_PACKET_LEN};
-use crate::handshake::{self, NoiseError, Role, HANDSHAKE_OVERHEAD, MAX_FRAME_PLAINTEXT, TAG_LEN};
+use crate::handshake::{
+    self, NoiseError, Role, TransportCipher, HANDSHAKE_OVERHEAD, MAX_FRAME_PLAINTEXT, TAG_LEN,
+};
 use crate::hello::{negotiate_version, Hello};
 use crate::identity::{Keypair, PeerId};
 use crate::message::{self, DecodeError, EncodedMessage, GoodbyeReason, Message, MessageKind};
@@ -255,7 +257,7 @@ struct Keepalive {
 
 enum Crypto {
     Handshake(Box<snow::HandshakeState>),
-    Transport(Box<snow::TransportState>),
+    Transport(Box<TransportCipher>),
     None,
 }
 
@@ -673,14 +675,6 @@ impl Connection {
     /// encrypted while the in-flight window is full.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<ConnectionOutput> {
-        self.poll_output_with(&mut Vec::new())
-    }
-
-    /// [`Connection::poll_output`], building frames in `scratch`, a buffer the caller keeps
-    /// between calls: an owner of many connections shares one instead of allocating one per
-    /// Transmit. Its contents on entry and exit mean nothing.
-    #[must_use]
-    pub fn poll_output_with(&mut self, scratch: &mut Vec<u8>) -> Option<ConnectionOutput> {
         if let Some(o) = self.outputs.pop_front() {
             return Some(o);
         }
@@ -691,7 +685,7 @@ impl Connection {
             self.state,
             ConnectionState::Connected | ConnectionState::Closing
         ) {
-            if let Some(t) = self.build_transmit(scratch) {
+            if let Some(t) = self.build_transmit() {
                 self.update_reply_pause();
                 return Some(ConnectionOutput::Transmit(t));
             }
@@ -813,9 +807,9 @@ impl Connection {
         let Crypto::Handshake(hs) = std::mem::replace(&mut self.crypto, Crypto::None) else {
             return;
         };
-        match hs.into_transport_mode() {
+        match TransportCipher::from_handshake(*hs) {
             Ok(t) => self.crypto = Crypto::Transport(Box::new(t)),
-            Err(e) => return self.violation(now, Violation::Noise(e.into())),
+            Err(e) => return self.violation(now, Violation::Noise(e)),
         }
         self.decoder.set_max_len(MAX_PACKET_LEN);
         // Both sides now hold both Hellos; each validates independently and, on mismatch,
@@ -860,10 +854,10 @@ impl Connection {
         if packet.len() <= TAG_LEN {
             return self.violation(now, Violation::Decode(DecodeError::EmptyFrame));
         }
-        let mut plain = vec![0u8; packet.len()];
-        let n = match t.read_message(packet, &mut plain) {
+        let mut plain = packet.to_vec();
+        let n = match t.open(&mut plain) {
             Ok(n) => n,
-            Err(e) => return self.violation(now, Violation::Noise(e.into())),
+            Err(e) => return self.violation(now, Violation::Noise(e)),
         };
         plain.truncate(n);
         self.stats.frames_received += 1;
@@ -966,9 +960,10 @@ impl Connection {
                 reason: goodbye,
                 detail: detail.to_string(),
             };
-            let plain = msg.to_bytes();
-            let mut out = Vec::with_capacity(LEN_PREFIX + plain.len() + TAG_LEN);
-            if self.encrypt_into(&plain, &mut out) {
+            let mut out = Vec::with_capacity(LEN_PREFIX + msg.encoded_len() + TAG_LEN);
+            out.extend_from_slice(&[0; LEN_PREFIX]);
+            msg.encode(&mut out);
+            if self.seal_packet(&mut out, 0) {
                 self.push_transmit(out);
             }
         }
@@ -993,30 +988,27 @@ impl Connection {
         }
     }
 
-    /// Appends `plain` to `out` as one encrypted packet.
-    fn encrypt_into(&mut self, plain: &[u8], out: &mut Vec<u8>) -> bool {
+    /// Seals the packet that starts at `start` in `out` (a length-prefix placeholder, then
+    /// the frame's plaintext up to the end of `out`): encrypts it in place, appends the tag
+    /// and fills in the prefix. On failure (only on nonce exhaustion after 2^64 frames;
+    /// nothing sensible can be sent then) the packet is removed again.
+    fn seal_packet(&mut self, out: &mut Vec<u8>, start: usize) -> bool {
         let Crypto::Transport(t) = &mut self.crypto else {
+            out.truncate(start);
             return false;
         };
-        let start = out.len();
-        out.resize(start + LEN_PREFIX + plain.len() + TAG_LEN, 0);
-        match t.write_message(plain, &mut out[start + LEN_PREFIX..]) {
-            Ok(n) => {
-                out.truncate(start + LEN_PREFIX + n);
-                out[start..start + LEN_PREFIX].copy_from_slice(&(n as u16).to_be_bytes());
-                self.stats.frames_sent += 1;
-                true
-            }
-            Err(_) => {
-                // Only on nonce exhaustion after 2^64 frames; nothing sensible to send.
-                out.truncate(start);
-                false
-            }
+        if !t.seal(out, start + LEN_PREFIX) {
+            out.truncate(start);
+            return false;
         }
+        let n = out.len() - start - LEN_PREFIX;
+        out[start..start + LEN_PREFIX].copy_from_slice(&(n as u16).to_be_bytes());
+        self.stats.frames_sent += 1;
+        true
     }
 
     /// Builds one `Transmit` of as many frames as the window and transmit size allow.
-    fn build_transmit(&mut self, scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
+    fn build_transmit(&mut self) -> Option<Vec<u8>> {
         if self.queue.is_empty() {
             // Idle connections hold no spare capacity: thousands of idle peers would
             // otherwise dominate the node's memory.
@@ -1032,7 +1024,6 @@ impl Connection {
             return None;
         }
         let estimate = (self.queue.bytes() + 64).min(budget + MAX_PACKET_LEN);
-        scratch.reserve(estimate.min(MAX_FRAME_PLAINTEXT));
         let mut out = Vec::with_capacity(estimate + LEN_PREFIX + TAG_LEN);
         let mut completed = 0;
         let mut tokens = Vec::new();
@@ -1048,9 +1039,16 @@ impl Connection {
             } else {
                 break;
             };
-            scratch.clear();
-            completed += self.queue.fill_frame(scratch, max_plain, &mut tokens);
-            if scratch.is_empty() || !self.encrypt_into(scratch, &mut out) {
+            // Each frame's plaintext is built right where it is then encrypted in place.
+            let start = out.len();
+            out.extend_from_slice(&[0; LEN_PREFIX]);
+            let max = out.len() + max_plain;
+            completed += self.queue.fill_frame(&mut out, max, &mut tokens);
+            if out.len() == start + LEN_PREFIX {
+                out.truncate(start);
+                break;
+            }
+            if !self.seal_packet(&mut out, start) {
                 break;
             }
         }

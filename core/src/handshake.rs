@@ -1,8 +1,11 @@
 //! The Noise handshake, `Noise_XX_25519_ChaChaPoly_BLAKE2s` with prologue `silver-p2p/1`.
 //!
-//! This module only wraps snow: it builds the handshake state from our key and a seeded
+//! This module wraps snow: it builds the handshake state from our key and a seeded
 //! resolver, and turns snow's errors into ours. The connection drives the message sequence
 //! (message 1 empty; message 2 carries the responder's Hello; message 3 the initiator's).
+//! After the handshake, [`TransportCipher`] takes the keys of Noise's `Split()` and seals
+//! and opens transport messages in place (the same ChaCha20-Poly1305, nonces and empty
+//! associated data as snow's transport mode, without its copies).
 
 use crate::identity::{Keypair, PeerId, KEY_LEN};
 use crate::rng::{SeededResolver, SeededRng};
@@ -69,4 +72,178 @@ pub(crate) fn remote_peer_id(state: &snow::HandshakeState) -> Option<PeerId> {
         .get_remote_static()
         .and_then(|k| <[u8; KEY_LEN]>::try_from(k).ok())
         .map(PeerId::from_public_key)
+}
+
+/// The transport phase of one connection: a ChaCha20-Poly1305 key and nonce counter per
+/// direction, exactly Noise's transport `CipherState`s (nonce = 4 zero bytes followed by
+/// the 64-bit counter, little-endian; empty associated data), but sealing and opening in
+/// the caller's buffer.
+pub(crate) struct TransportCipher {
+    send: ring::aead::LessSafeKey,
+    recv: ring::aead::LessSafeKey,
+    send_nonce: u64,
+    recv_nonce: u64,
+}
+
+impl core::fmt::Debug for TransportCipher {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never the keys.
+        f.debug_struct("TransportCipher")
+            .field("send_nonce", &self.send_nonce)
+            .field("recv_nonce", &self.recv_nonce)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransportCipher {
+    /// The transport keys of a finished handshake (Noise `Split()`: the initiator sends
+    /// with the first key and receives with the second; the responder the other way).
+    pub(crate) fn from_handshake(mut hs: snow::HandshakeState) -> Result<Self, NoiseError> {
+        if !hs.is_handshake_finished() {
+            return Err(NoiseError("handshake not finished".into()));
+        }
+        let (k1, k2) = hs.dangerously_get_raw_split();
+        let (send, recv) = if hs.is_initiator() {
+            (k1, k2)
+        } else {
+            (k2, k1)
+        };
+        let key = |k: [u8; 32]| {
+            ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &k)
+                .map(ring::aead::LessSafeKey::new)
+                .map_err(|_| NoiseError("invalid transport key".into()))
+        };
+        Ok(TransportCipher {
+            send: key(send)?,
+            recv: key(recv)?,
+            send_nonce: 0,
+            recv_nonce: 0,
+        })
+    }
+
+    fn nonce(n: u64) -> ring::aead::Nonce {
+        let mut bytes = [0u8; 12];
+        bytes[4..].copy_from_slice(&n.to_le_bytes());
+        ring::aead::Nonce::assume_unique_for_key(bytes)
+    }
+
+    /// Encrypts `buf[start..]` in place and appends its tag. False (and `buf` unchanged)
+    /// only when the nonce space is exhausted, after 2^64 − 1 messages.
+    pub(crate) fn seal(&mut self, buf: &mut Vec<u8>, start: usize) -> bool {
+        if self.send_nonce == u64::MAX {
+            return false;
+        }
+        let nonce = Self::nonce(self.send_nonce);
+        let Ok(tag) = self.send.seal_in_place_separate_tag(
+            nonce,
+            ring::aead::Aad::empty(),
+            &mut buf[start..],
+        ) else {
+            return false;
+        };
+        self.send_nonce += 1;
+        buf.extend_from_slice(tag.as_ref());
+        true
+    }
+
+    /// Decrypts `message` (ciphertext and tag) in place; the plaintext's length, or an
+    /// error if it does not authenticate. A failed message consumes no nonce.
+    pub(crate) fn open(&mut self, message: &mut [u8]) -> Result<usize, NoiseError> {
+        if self.recv_nonce == u64::MAX {
+            return Err(NoiseError("nonce exhausted".into()));
+        }
+        let nonce = Self::nonce(self.recv_nonce);
+        let n = self
+            .recv
+            .open_in_place(nonce, ring::aead::Aad::empty(), message)
+            .map_err(|_| NoiseError(snow::Error::Decrypt.to_string()))?
+            .len();
+        self.recv_nonce += 1;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both sides of a finished handshake: ours as `TransportCipher`s, and the same
+    /// handshakes continued by snow's own transport mode.
+    fn handshake_pair() -> [(TransportCipher, snow::TransportState); 2] {
+        let run = || {
+            let ki = Keypair::from_private_key([1; 32]);
+            let kr = Keypair::from_private_key([2; 32]);
+            let mut i = start(Role::Initiator, &ki, SeededRng::from_seed([3; 32])).unwrap();
+            let mut r = start(Role::Responder, &kr, SeededRng::from_seed([4; 32])).unwrap();
+            let (mut buf, mut payload) = ([0u8; 1024], [0u8; 1024]);
+            let n = i.write_message(&[], &mut buf).unwrap();
+            r.read_message(&buf[..n], &mut payload).unwrap();
+            let n = r.write_message(b"hello 2", &mut buf).unwrap();
+            i.read_message(&buf[..n], &mut payload).unwrap();
+            let n = i.write_message(b"hello 3", &mut buf).unwrap();
+            r.read_message(&buf[..n], &mut payload).unwrap();
+            (i, r)
+        };
+        // Seeded, so both runs derive the same keys.
+        let (i1, r1) = run();
+        let (i2, r2) = run();
+        [
+            (
+                TransportCipher::from_handshake(i1).unwrap(),
+                i2.into_transport_mode().unwrap(),
+            ),
+            (
+                TransportCipher::from_handshake(r1).unwrap(),
+                r2.into_transport_mode().unwrap(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn transport_cipher_is_byte_for_byte_snows_transport_mode() {
+        let [(mut i, mut i_snow), (mut r, mut r_snow)] = handshake_pair();
+        for (round, len) in [0usize, 1, 100, 1000, MAX_FRAME_PLAINTEXT]
+            .into_iter()
+            .enumerate()
+        {
+            let plain: Vec<u8> = (0..len).map(|b| (b + round) as u8).collect();
+            // Initiator to responder: ours seals what snow would have sent.
+            let mut ours = plain.clone();
+            assert!(i.seal(&mut ours, 0));
+            let mut theirs = vec![0u8; len + TAG_LEN];
+            let n = i_snow.write_message(&plain, &mut theirs).unwrap();
+            assert_eq!(ours, theirs[..n], "sealed bytes differ at length {len}");
+            // Responder opens it in place; snow's responder reads the same message.
+            let mut opened = ours.clone();
+            assert_eq!(r.open(&mut opened).unwrap(), len);
+            assert_eq!(opened[..len], plain[..]);
+            let mut out = vec![0u8; len + TAG_LEN];
+            assert_eq!(r_snow.read_message(&ours, &mut out).unwrap(), len);
+            // And back, with a prefix before the sealed region left untouched.
+            let mut back = b"prefix".to_vec();
+            back.extend_from_slice(&plain);
+            assert!(r.seal(&mut back, 6));
+            assert_eq!(&back[..6], b"prefix");
+            let n = r_snow.write_message(&plain, &mut theirs).unwrap();
+            assert_eq!(back[6..], theirs[..n]);
+            let mut opened = back[6..].to_vec();
+            assert_eq!(i.open(&mut opened).unwrap(), len);
+            assert_eq!(i_snow.read_message(&back[6..], &mut out).unwrap(), len);
+        }
+    }
+
+    #[test]
+    fn a_tampered_or_replayed_message_does_not_open() {
+        let [(mut i, _), (mut r, _)] = handshake_pair();
+        let mut sealed = b"payload".to_vec();
+        assert!(i.seal(&mut sealed, 0));
+        let mut tampered = sealed.clone();
+        tampered[0] ^= 1;
+        assert!(r.open(&mut tampered).is_err());
+        // A failed open consumes no nonce: the genuine message still opens, once.
+        let mut genuine = sealed.clone();
+        assert_eq!(r.open(&mut genuine).unwrap(), 7);
+        let mut replayed = sealed.clone();
+        assert!(r.open(&mut replayed).is_err(), "nonce moved on");
+    }
 }

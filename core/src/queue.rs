@@ -161,7 +161,8 @@ impl OutboundQueue {
         }
     }
 
-    /// Appends messages to `frame` (a frame's plaintext) while they fit in `max` bytes.
+    /// Appends messages to `frame` (a frame's plaintext, possibly after other bytes already
+    /// in the buffer) while its total length stays within `max` bytes.
     /// Returns the number of whole messages completed (a message sent as chunks counts when
     /// its last chunk is framed).
     /// Tokens of tracked messages completed in this frame are appended to `tokens`.

@@ -130,7 +130,7 @@ pub struct Delivery {
 pub struct Memory {
     /// Peak, over samples, of the sum of `Node::buffered_bytes` over all nodes: connection
     /// buffers (partial packets, partial chunked messages, outbound queues, undrained
-    /// transmits, frame scratch) and undrained node outputs.
+    /// transmits) and undrained node outputs.
     pub peak_buffered_bytes_total: u64,
     /// Peak of one node's `buffered_bytes`.
     pub peak_buffered_bytes_node: u64,

@@ -204,8 +204,6 @@ pub struct Node {
     closed_traffic: [u64; 4],
     /// Queued messages connections dropped when they closed.
     dropped_at_close: u64,
-    /// Frame-building buffer shared by every connection.
-    scratch: Vec<u8>,
     /// Our broadcasts still being written, by token (oldest first), and their ids.
     tracked: BTreeMap<u64, TrackedBroadcast>,
     tracked_ids: BTreeMap<MessageId, u64>,
@@ -396,7 +394,6 @@ impl Node {
             recoveries: BTreeMap::new(),
             closed_traffic: [0; 4],
             dropped_at_close: 0,
-            scratch: Vec::new(),
             tracked: BTreeMap::new(),
             tracked_ids: BTreeMap::new(),
             next_broadcast: 0,
@@ -655,17 +652,12 @@ impl Node {
         // Socket outputs go straight to the queue under one lookup; an event ends the
         // borrow so its handler can touch any connection, then draining resumes.
         loop {
-            let Node {
-                conns,
-                outputs,
-                scratch,
-                ..
-            } = self;
+            let Node { conns, outputs, .. } = self;
             let Some(c) = conns.get_mut(&id) else {
                 break;
             };
             let mut event = None;
-            while let Some(out) = c.conn.poll_output_with(scratch) {
+            while let Some(out) = c.conn.poll_output() {
                 match out {
                     ConnectionOutput::Transmit(bytes) => {
                         outputs.push_back(Output::Transmit { conn: id, bytes })
