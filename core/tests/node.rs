@@ -857,3 +857,61 @@ fn a_broadcast_copy_not_written_before_the_connection_closes_is_failed() {
     assert_eq!(complete, Some((0, 1)));
     assert_eq!(r.node.stats(r.now).counters.broadcast_copies_failed, 1);
 }
+
+/// Times at which node 1 (re)connected to its bootstrap node 0, when every connection is
+/// reset `hold` after it comes up, over `cycles` cycles.
+fn reconnect_times(stable_after_ms: u64, hold: Duration, cycles: usize) -> Vec<Timestamp> {
+    let mut net = Net::star(2, |i, c| {
+        c.reconnect.stable_after_ms = stable_after_ms;
+        if i == 0 {
+            // The bootstrap node never dials back: only node 1's redials are measured.
+            c.limits.target_outbound = 0;
+        }
+    });
+    let boot = net.id(0);
+    let mut times = Vec::new();
+    let deadline = net.now + Duration::from_secs(3600);
+    while times.len() < cycles && net.now < deadline {
+        net.run_for(Duration::from_millis(50));
+        if net.nodes[1].node.is_connected(&boot) {
+            times.push(net.now);
+            net.run_for(hold);
+            net.reset_links(1, 0);
+            net.reset_links(0, 1);
+        }
+    }
+    assert_eq!(times.len(), cycles, "node 1 kept reconnecting");
+    times
+}
+
+#[test]
+fn a_persistent_peer_that_keeps_dropping_us_is_redialed_ever_more_slowly() {
+    let gaps = |t: &[Timestamp]| -> Vec<Duration> {
+        t.windows(2)
+            .map(|w| w[1].saturating_duration_since(w[0]))
+            .collect()
+    };
+    // Dropped a second after each handshake: never stable, so failures accumulate
+    // (ceilings 1, 2, 4, 8, 16, 32 s with full jitter).
+    let flapping = gaps(&reconnect_times(60_000, Duration::from_secs(1), 8));
+    let flapping_total: Duration = flapping.iter().sum();
+    // With the backoff reset on every handshake, each redial comes within the base delay.
+    let resetting = gaps(&reconnect_times(0, Duration::from_secs(1), 8));
+    let resetting_total: Duration = resetting.iter().sum();
+    assert!(
+        resetting.iter().all(|g| *g <= Duration::from_millis(2500)),
+        "{resetting:?}"
+    );
+    assert!(
+        flapping_total > resetting_total * 3,
+        "flapping {flapping:?} vs resetting {resetting:?}"
+    );
+    // Connections that last longer than stable_after_ms reset the backoff every time.
+    let stable = gaps(&reconnect_times(60_000, Duration::from_secs(61), 8));
+    assert!(
+        stable
+            .iter()
+            .all(|g| g.saturating_sub(Duration::from_secs(61)) <= Duration::from_millis(2500)),
+        "{stable:?}"
+    );
+}

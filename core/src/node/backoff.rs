@@ -34,6 +34,12 @@ pub struct BackoffConfig {
     /// ([`Backoff::should_give_up`]); persistent addresses are retried forever (the caller
     /// decides which is which). At least 1. Default 8.
     pub give_up_after: u32,
+    /// How long a connection to a persistent peer must stay up, in milliseconds, before it
+    /// counts as a success and resets the backoff. One that drops sooner counts as one more
+    /// failure, so a peer that accepts us and then evicts us (a full bootstrap node) is
+    /// redialed ever more slowly instead of every `base_ms`. 0 resets the backoff as soon as
+    /// a handshake completes. Default 60,000 (1 min).
+    pub stable_after_ms: u64,
 }
 
 impl Default for BackoffConfig {
@@ -43,6 +49,7 @@ impl Default for BackoffConfig {
             factor: 2,
             cap_ms: 300_000,
             give_up_after: 8,
+            stable_after_ms: 60_000,
         }
     }
 }
@@ -140,6 +147,12 @@ impl Backoff {
         self.next_attempt = None;
     }
 
+    /// Whether a connection that came up at `since` and is ending at `now` lasted long
+    /// enough (`stable_after_ms`) to count as a success.
+    pub fn was_stable(&self, since: Timestamp, now: Timestamp) -> bool {
+        now.saturating_duration_since(since) >= Duration::from_millis(self.cfg.stable_after_ms)
+    }
+
     /// Consecutive failures since creation or the last success.
     pub fn failures(&self) -> u32 {
         self.failures
@@ -184,8 +197,14 @@ mod tests {
         let c = BackoffConfig::default();
         c.validate().unwrap();
         assert_eq!(
-            (c.base_ms, c.factor, c.cap_ms, c.give_up_after),
-            (1000, 2, 300_000, 8)
+            (
+                c.base_ms,
+                c.factor,
+                c.cap_ms,
+                c.give_up_after,
+                c.stable_after_ms
+            ),
+            (1000, 2, 300_000, 8, 60_000)
         );
     }
 
@@ -276,6 +295,7 @@ mod tests {
             factor: u32::MAX,
             cap_ms: u64::MAX,
             give_up_after: u32::MAX,
+            stable_after_ms: u64::MAX,
         };
         let mut b = Backoff::new(cfg.clone());
         b.failures = u32::MAX - 1;
@@ -319,6 +339,7 @@ mod tests {
                 factor,
                 cap_ms: base_ms.saturating_add(extra),
                 give_up_after,
+                ..BackoffConfig::default()
             })
     }
 

@@ -99,6 +99,8 @@ struct Persistent {
     backoff: Backoff,
     next_attempt: Timestamp,
     conn: Option<ConnectionId>,
+    /// When the current connection to it completed its handshake.
+    connected_at: Option<Timestamp>,
 }
 
 #[derive(Debug)]
@@ -933,6 +935,7 @@ impl Node {
             backoff: Backoff::new(self.config.reconnect.clone()),
             next_attempt: now,
             conn: None,
+            connected_at: None,
         });
         self.schedule_maintenance(now);
     }
@@ -1071,8 +1074,13 @@ impl Node {
                 self.counters.dials_succeeded += 1;
                 self.addrbook.mark_success(now, &addr, peer);
                 if let Some(p) = self.persistent.get_mut(&addr) {
-                    p.backoff.on_success();
+                    // The backoff resets only once the connection has proven stable (see
+                    // `reconnect.stable_after_ms`), or at once when that is zero.
+                    if p.backoff.was_stable(now, now) {
+                        p.backoff.on_success();
+                    }
                     p.conn = Some(id);
+                    p.connected_at = Some(now);
                 }
                 // Ask outbound peers for addresses (as Bitcoin does): they are the ones we
                 // chose, so their answers are harder to poison.
@@ -1200,6 +1208,11 @@ impl Node {
         if let Some(p) = self.persistent.get_mut(&addr) {
             if p.conn == Some(id) || direction == Direction::Outbound {
                 p.conn = None;
+                if let Some(since) = p.connected_at.take() {
+                    if p.backoff.was_stable(since, now) {
+                        p.backoff.on_success();
+                    }
+                }
                 let mut rng = self.rng.derive(b"backoff");
                 p.next_attempt = p.backoff.on_failure(now, &mut rng);
                 let at = p.next_attempt;
@@ -2162,6 +2175,7 @@ impl Node {
             let peers = &self.peers;
             let self_addrs = &self.self_addrs;
             let listen = &self.config.listen_addrs;
+            let persistent = &self.persistent;
             let local = self.local_id;
             let Some(addr) = self.addrbook.select(
                 now,
@@ -2171,6 +2185,8 @@ impl Node {
                         || a.peer_id.is_some_and(|p| peers.contains_key(&p))
                         || self_addrs.contains(&a.socket)
                         || listen.contains(&a.socket)
+                        // Persistent peers are dialed on their own backoff schedule only.
+                        || persistent.contains_key(&a.socket)
                         || conns.values().any(|c| !c.closed && c.addr == a.socket)
                 },
                 &avoid,
