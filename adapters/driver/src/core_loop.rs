@@ -301,7 +301,9 @@ impl DriverCore {
                 let _ = reply.send(n.peers());
             }
             Command::Stats(reply) => {
-                let _ = reply.send(n.stats(now));
+                let mut stats = n.stats(now);
+                stats.events_dropped = self.dropped_events;
+                let _ = reply.send(stats);
             }
             Command::Subscribe(mut tx) => {
                 for e in self.early.take().into_iter().flatten() {

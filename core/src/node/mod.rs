@@ -528,6 +528,7 @@ impl Node {
             pending_requests: self.requests.len(),
             buffered_bytes: self.buffered_bytes(),
             per_peer: self.peers(),
+            events_dropped: 0,
         }
     }
 

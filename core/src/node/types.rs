@@ -583,6 +583,11 @@ pub struct NetworkStats {
     pub buffered_bytes: usize,
     /// Per-peer figures.
     pub per_peer: Vec<PeerInfo>,
+    /// Events an adapter could not hand to an application subscriber that fell too far
+    /// behind. The core never drops an event (it is 0 from [`crate::node::Node::stats`]);
+    /// an adapter that buffers events per subscriber fills this in.
+    #[serde(default)]
+    pub events_dropped: u64,
 }
 
 /// Why `accept` refused an inbound connection (the adapter drops the socket).
