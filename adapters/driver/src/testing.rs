@@ -176,6 +176,20 @@ pub async fn two_node_scenario(a: NetworkHandle, b: NetworkHandle) {
         }),
     )
     .await;
+    // That Goodbye may have closed a replaced duplicate first: wait until b has no
+    // connection to a left at all.
+    within("b forgets a", async {
+        while b
+            .peers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.peer == a.peer_id())
+        {
+            sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     assert!(
         matches!(
             b.disconnect(a.peer_id()).await,
