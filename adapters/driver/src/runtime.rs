@@ -248,6 +248,17 @@ async fn accept_loop<R: Runtime>(rt: R, l: Arc<R::Listener>, tx: mpsc::Unbounded
     }
 }
 
+/// Waits for `io` or for a pause/resume message to the reader, whichever comes first.
+async fn or_control<T>(
+    io: BoxFuture<'_, T>,
+    ctl: &mut mpsc::UnboundedReceiver<bool>,
+) -> Either<T, Option<bool>> {
+    match select(io, ctl.next()).await {
+        Either::Left((res, _)) => Either::Left(res),
+        Either::Right((ctl_msg, _)) => Either::Right(ctl_msg),
+    }
+}
+
 async fn reader<R: Runtime>(
     mut r: R::Read,
     conn: ConnectionId,
@@ -266,10 +277,7 @@ async fn reader<R: Runtime>(
         }
         let outcome = match &mut mode {
             ReadMode::Readiness => {
-                let ready = match select(r.readable(), ctl.next()).await {
-                    Either::Left((res, _)) => Either::Left(res),
-                    Either::Right((ctl_msg, _)) => Either::Right(ctl_msg),
-                };
+                let ready = or_control(r.readable(), &mut ctl).await;
                 match ready {
                     Either::Left(Ok(())) => Either::Left(SHARED_READ_BUFFER.with(|b| {
                         let mut b = b.borrow_mut();
@@ -284,10 +292,7 @@ async fn reader<R: Runtime>(
                 }
             }
             ReadMode::Owned(buf) => {
-                let read = match select(r.read(buf.for_read()), ctl.next()).await {
-                    Either::Left((res, _)) => Either::Left(res),
-                    Either::Right((ctl_msg, _)) => Either::Right(ctl_msg),
-                };
+                let read = or_control(r.read(buf.for_read()), &mut ctl).await;
                 match read {
                     Either::Left(Ok(n)) => Either::Left(Ok(buf.take(n))),
                     Either::Left(Err(e)) => Either::Left(Err(e)),

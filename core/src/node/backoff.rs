@@ -100,13 +100,16 @@ impl BackoffConfig {
 /// Backoff state for one address: consecutive failures and the next attempt.
 ///
 /// Create one per address with [`Backoff::new`]; call [`Backoff::on_failure`] each time a
-/// connection attempt fails (or an established connection is lost) and
-/// [`Backoff::on_success`] when a connection succeeds.
+/// connection attempt fails (or an established connection is lost), and
+/// [`Backoff::on_connected`] when a connection comes up — it counts as a success once it has
+/// lasted `stable_after_ms` — or [`Backoff::on_success`] for an unconditional reset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backoff {
     cfg: BackoffConfig,
     failures: u32,
     next_attempt: Option<Timestamp>,
+    /// When the current connection came up, while it has not yet proven stable.
+    connected_since: Option<Timestamp>,
 }
 
 impl Backoff {
@@ -117,6 +120,7 @@ impl Backoff {
             cfg,
             failures: 0,
             next_attempt: None,
+            connected_since: None,
         }
     }
 
@@ -125,7 +129,17 @@ impl Backoff {
     /// `[0, min(cap, base × factor^n)]`, where `n` is the number of failures before this one.
     /// The result is also remembered as [`Backoff::next_attempt`]. Never overflows: the bound
     /// saturates and the returned instant saturates at [`Timestamp::MAX`].
+    ///
+    /// When this failure ends a connection that came up ([`Backoff::on_connected`]) at least
+    /// `stable_after_ms` ago, that connection was a success: the count restarts from zero
+    /// before this failure is added.
     pub fn on_failure(&mut self, now: Timestamp, rng: &mut SeededRng) -> Timestamp {
+        if let Some(since) = self.connected_since.take() {
+            let lasted = now.saturating_duration_since(since);
+            if lasted >= Duration::from_millis(self.cfg.stable_after_ms) {
+                self.failures = 0;
+            }
+        }
         let ceiling_ns = self
             .cfg
             .ceiling_ms(self.failures)
@@ -145,12 +159,20 @@ impl Backoff {
     pub fn on_success(&mut self) {
         self.failures = 0;
         self.next_attempt = None;
+        self.connected_since = None;
     }
 
-    /// Whether a connection that came up at `since` and is ending at `now` lasted long
-    /// enough (`stable_after_ms`) to count as a success.
-    pub fn was_stable(&self, since: Timestamp, now: Timestamp) -> bool {
-        now.saturating_duration_since(since) >= Duration::from_millis(self.cfg.stable_after_ms)
+    /// Records that a connection came up at `now`. With `stable_after_ms` zero that is a
+    /// success at once; otherwise it becomes one only if the connection lasts that long,
+    /// judged by the [`Backoff::on_failure`] that records its end. So a peer that accepts
+    /// and soon drops us keeps adding failures.
+    pub fn on_connected(&mut self, now: Timestamp) {
+        if self.cfg.stable_after_ms == 0 {
+            self.on_success();
+        } else {
+            self.next_attempt = None;
+            self.connected_since = Some(now);
+        }
     }
 
     /// Consecutive failures since creation or the last success.
@@ -286,6 +308,38 @@ mod tests {
         assert!(!b.should_give_up());
         assert_eq!(b.ceiling(), Duration::from_secs(1));
         assert_eq!(b.config(), &BackoffConfig::default());
+    }
+
+    #[test]
+    fn only_a_connection_that_lasts_resets_the_count() {
+        let cfg = BackoffConfig {
+            stable_after_ms: 60_000,
+            ..BackoffConfig::default()
+        };
+        let mut b = Backoff::new(cfg.clone());
+        let mut r = rng(9);
+        let t0 = Timestamp::from_secs(10);
+        b.on_failure(t0, &mut r);
+        // Up for 5 s, then dropped: one more failure, not a reset.
+        b.on_connected(t0);
+        b.on_failure(t0 + Duration::from_secs(5), &mut r);
+        assert_eq!(b.failures(), 2);
+        // Up for a minute: the count restarts, and the drop is the first failure.
+        b.on_connected(t0);
+        b.on_failure(t0 + Duration::from_secs(60), &mut r);
+        assert_eq!(b.failures(), 1);
+        // A dial failure after that is not a connection ending: it just adds up.
+        b.on_failure(t0 + Duration::from_secs(61), &mut r);
+        assert_eq!(b.failures(), 2);
+        // With stable_after_ms zero, coming up is a success at once.
+        let mut quick = Backoff::new(BackoffConfig {
+            stable_after_ms: 0,
+            ..cfg
+        });
+        quick.on_failure(t0, &mut r);
+        quick.on_connected(t0);
+        assert_eq!(quick.failures(), 0);
+        assert_eq!(quick.next_attempt(), None);
     }
 
     #[test]

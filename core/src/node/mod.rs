@@ -99,8 +99,6 @@ struct Persistent {
     backoff: Backoff,
     next_attempt: Timestamp,
     conn: Option<ConnectionId>,
-    /// When the current connection to it completed its handshake.
-    connected_at: Option<Timestamp>,
 }
 
 #[derive(Debug)]
@@ -936,7 +934,6 @@ impl Node {
             backoff: Backoff::new(self.config.reconnect.clone()),
             next_attempt: now,
             conn: None,
-            connected_at: None,
         });
         self.schedule_maintenance(now);
     }
@@ -1075,13 +1072,10 @@ impl Node {
                 self.counters.dials_succeeded += 1;
                 self.addrbook.mark_success(now, &addr, peer);
                 if let Some(p) = self.persistent.get_mut(&addr) {
-                    // The backoff resets only once the connection has proven stable (see
-                    // `reconnect.stable_after_ms`), or at once when that is zero.
-                    if p.backoff.was_stable(now, now) {
-                        p.backoff.on_success();
-                    }
+                    // The backoff resets only once the connection has proven stable
+                    // (`reconnect.stable_after_ms`).
+                    p.backoff.on_connected(now);
                     p.conn = Some(id);
-                    p.connected_at = Some(now);
                 }
                 // Ask outbound peers for addresses (as Bitcoin does): they are the ones we
                 // chose, so their answers are harder to poison.
@@ -1209,11 +1203,6 @@ impl Node {
         if let Some(p) = self.persistent.get_mut(&addr) {
             if p.conn == Some(id) || direction == Direction::Outbound {
                 p.conn = None;
-                if let Some(since) = p.connected_at.take() {
-                    if p.backoff.was_stable(since, now) {
-                        p.backoff.on_success();
-                    }
-                }
                 let mut rng = self.rng.derive(b"backoff");
                 p.next_attempt = p.backoff.on_failure(now, &mut rng);
                 let at = p.next_attempt;
