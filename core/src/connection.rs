@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::chunk::{ChunkError, Reassembler, ReassemblyLimits};
 use crate::config::ConnectionConfig;
-use crate::frame::{FrameError, PacketDecoder, LEN_PREFIX, MAX_PACKET_LEN};
+use crate::frame::{FrameError, Packet, PacketDecoder, LEN_PREFIX, MAX_PACKET_LEN};
 use crate::handshake::{
     self, NoiseError, Role, TransportCipher, HANDSHAKE_OVERHEAD, MAX_FRAME_PLAINTEXT, TAG_LEN,
 };
@@ -479,7 +479,7 @@ impl Connection {
                     if matches!(self.crypto, Crypto::Handshake(_)) {
                         self.handle_handshake_packet(now, &packet);
                     } else {
-                        self.handle_frame(now, &packet);
+                        self.handle_frame(now, packet);
                     }
                 }
                 Ok(None) => break,
@@ -566,6 +566,13 @@ impl Connection {
     }
 
     // ----- commands -----
+
+    /// Whether the outbound queue has room for one more message of `len` encoded bytes: if
+    /// not, [`Connection::send`] would refuse it with [`SendError::QueueFull`].
+    pub fn has_room(&self, len: usize) -> bool {
+        self.queue.messages() < self.config.max_queued_messages
+            && self.queue.bytes() + len <= self.config.max_queued_bytes
+    }
 
     /// Queues `msg` for the peer. Allowed from creation on: messages queued before the
     /// handshake completes leave right after it. Large messages are chunked automatically.
@@ -847,21 +854,26 @@ impl Connection {
             }));
     }
 
-    fn handle_frame(&mut self, now: Timestamp, packet: &[u8]) {
+    fn handle_frame(&mut self, now: Timestamp, packet: Packet<'_>) {
         let Crypto::Transport(t) = &mut self.crypto else {
             return;
         };
         if packet.len() <= TAG_LEN {
             return self.violation(now, Violation::Decode(DecodeError::EmptyFrame));
         }
-        let mut plain = packet.to_vec();
-        let n = match t.open(&mut plain) {
+        // The frame is decrypted where it lies when the decoder assembled it (most large
+        // frames span reads); one that arrived whole in the input is copied once. Either
+        // way payloads are then handed out as zero-copy slices of it.
+        let (mut buf, start) = match packet {
+            Packet::Borrowed(body) => (body.to_vec(), 0),
+            Packet::Owned(with_prefix) => (with_prefix, LEN_PREFIX),
+        };
+        let n = match t.open(&mut buf[start..]) {
             Ok(n) => n,
             Err(e) => return self.violation(now, Violation::Noise(e)),
         };
-        plain.truncate(n);
         self.stats.frames_received += 1;
-        let frame = Bytes::from(plain);
+        let frame = Bytes::from(buf).slice(start..start + n);
         let mut reader = crate::cbor::Reader::new(&frame);
         if reader.is_empty() {
             return self.violation(now, Violation::Decode(DecodeError::EmptyFrame));

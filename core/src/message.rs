@@ -60,6 +60,8 @@ pub enum MessageKind {
     Chunk = 14,
     /// Clean close with a reason.
     Goodbye = 15,
+    /// Application message for the receiving peer only: not acknowledged, not relayed.
+    Direct = 16,
 }
 
 impl MessageKind {
@@ -83,12 +85,13 @@ impl MessageKind {
             13 => App,
             14 => Chunk,
             15 => Goodbye,
+            16 => Direct,
             _ => return None,
         })
     }
 
     /// Every kind, in code order.
-    pub const ALL: [MessageKind; 16] = {
+    pub const ALL: [MessageKind; 17] = {
         use MessageKind::*;
         [
             Ping,
@@ -107,6 +110,7 @@ impl MessageKind {
             App,
             Chunk,
             Goodbye,
+            Direct,
         ]
     };
 
@@ -115,7 +119,7 @@ impl MessageKind {
         use MessageKind::*;
         match self {
             Ping | Pong | GetPeers | Peers | Transaction | Block | NotFound | Ack => 2,
-            GetBlock | GetTransaction | Response | App | Goodbye => 3,
+            GetBlock | GetTransaction | Response | App | Goodbye | Direct => 3,
             Request | Unicast => 4,
             Chunk => 6,
         }
@@ -318,6 +322,13 @@ pub enum Message {
     },
     /// A piece of a large message.
     Chunk(Chunk),
+    /// Application message for the receiving peer only: neither acknowledged nor relayed.
+    Direct {
+        /// Application-defined kind.
+        kind: AppKind,
+        /// The message's bytes.
+        data: Bytes,
+    },
     /// Clean close: the sender closes the connection after this message.
     Goodbye {
         /// Why.
@@ -473,6 +484,7 @@ impl Message {
             Message::Unicast { .. } => MessageKind::Unicast,
             Message::Ack { .. } => MessageKind::Ack,
             Message::App { .. } => MessageKind::App,
+            Message::Direct { .. } => MessageKind::Direct,
             Message::Chunk(_) => MessageKind::Chunk,
             Message::Goodbye { .. } => MessageKind::Goodbye,
         }
@@ -523,6 +535,7 @@ impl Message {
             } => head_len(*message_id) + head_len(u64::from(*kind)) + string_len(data.len()),
             Message::Ack { message_id } => head_len(*message_id),
             Message::App { kind, data } => head_len(u64::from(*kind)) + string_len(data.len()),
+            Message::Direct { kind, data } => return Message::direct_len(*kind, data.len()),
             Message::Chunk(c) => {
                 head_len(c.message_id)
                     + head_len(u64::from(c.index))
@@ -536,6 +549,13 @@ impl Message {
         };
         // Array head (arity < 24: one byte) and kind code (< 24: one byte).
         2 + body
+    }
+
+    /// The encoded length of a [`Message::Direct`] of `kind` with `payload_len` bytes,
+    /// without building one (so a caller can check a size limit before handing over the
+    /// payload).
+    pub const fn direct_len(kind: AppKind, payload_len: usize) -> usize {
+        2 + cbor::head_len(kind as u64) + cbor::string_len(payload_len)
     }
 
     /// Appends this message's CBOR encoding to `out`.
@@ -583,7 +603,7 @@ impl Message {
                 put_bytes(out, data);
             }
             Message::Ack { message_id } => put_uint(out, *message_id),
-            Message::App { kind, data } => {
+            Message::App { kind, data } | Message::Direct { kind, data } => {
                 put_uint(out, u64::from(*kind));
                 put_bytes(out, data);
             }
@@ -641,6 +661,13 @@ impl Message {
             Message::App { kind, data } => (
                 data,
                 Message::App {
+                    kind: *kind,
+                    data: Bytes::new(),
+                },
+            ),
+            Message::Direct { kind, data } => (
+                data,
+                Message::Direct {
                     kind: *kind,
                     data: Bytes::new(),
                 },
@@ -754,6 +781,10 @@ impl Message {
                 kind: u32_field(r, "kind")?,
                 data: r.bytes()?,
             },
+            MessageKind::Direct => Message::Direct {
+                kind: u32_field(r, "kind")?,
+                data: r.bytes()?,
+            },
             MessageKind::Chunk => Message::Chunk(Chunk {
                 message_id: r.uint()?,
                 index: u32_field(r, "index")?,
@@ -857,6 +888,7 @@ pub(crate) mod testing {
             }),
             any::<u64>().prop_map(|message_id| Message::Ack { message_id }),
             (any::<u32>(), payload(300)).prop_map(|(kind, data)| Message::App { kind, data }),
+            (any::<u32>(), payload(300)).prop_map(|(kind, data)| Message::Direct { kind, data }),
             (
                 any::<u64>(),
                 any::<u32>(),
@@ -893,7 +925,7 @@ mod tests {
             assert_eq!(*k as usize, i);
             assert_eq!(MessageKind::from_code(i as u64), Some(*k));
         }
-        assert_eq!(MessageKind::from_code(16), None);
+        assert_eq!(MessageKind::from_code(MessageKind::ALL.len() as u64), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use std::net::SocketAddr;
@@ -914,4 +915,116 @@ fn a_persistent_peer_that_keeps_dropping_us_is_redialed_ever_more_slowly() {
             .all(|g| g.saturating_sub(Duration::from_secs(61)) <= Duration::from_millis(2500)),
         "{stable:?}"
     );
+}
+
+/// The payloads of the direct messages of `kind` node `i` received, as sequence numbers.
+fn directs_received(net: &Net, i: usize, kind: u32) -> Vec<u32> {
+    net.nodes[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Direct { kind: k, data, .. } if *k == kind => {
+                Some(u32::from_be_bytes(data[..4].try_into().unwrap()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn direct_messages_arrive_once_in_order_and_a_full_queue_keeps_the_rest() {
+    let mut net = Net::star(2, |_, c| {
+        // A small queue, so a batch of 1000 cannot go in at once.
+        c.connection.max_queued_messages = 64;
+    });
+    net.run_for(Duration::from_secs(5));
+    let (a, b) = (1, 0);
+    let peer_b = net.id(b);
+    assert!(net.nodes[a].node.is_connected(&peer_b));
+
+    let mut pending: VecDeque<(u32, Bytes)> = (0..1000u32)
+        .map(|i| (5, Bytes::from(i.to_be_bytes().to_vec())))
+        .collect();
+    let first = net
+        .with(a, |n, now| n.send_queued(now, &peer_b, &mut pending))
+        .unwrap();
+    assert!(
+        first.messages > 0 && first.messages < 1000,
+        "the queue bound stops the batch: {first:?}"
+    );
+    assert_eq!(first.refused, 0);
+    assert_eq!(first.bytes, first.messages * 4, "4 payload bytes each");
+    assert_eq!(
+        pending.len(),
+        1000 - first.messages,
+        "the rest stays queued"
+    );
+    assert_eq!(
+        pending.front().unwrap().1[..],
+        (first.messages as u32).to_be_bytes()
+    );
+    let mut calls = 1;
+    while !pending.is_empty() {
+        net.run_for(Duration::from_millis(20));
+        net.with(a, |n, now| n.send_queued(now, &peer_b, &mut pending))
+            .unwrap();
+        calls += 1;
+        assert!(calls < 1000, "the queue drains as the peer reads");
+    }
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        directs_received(&net, b, 5),
+        (0..1000).collect::<Vec<_>>(),
+        "each message once, in order"
+    );
+    assert_eq!(net.nodes[a].node.stats(net.now).counters.directs_sent, 1000);
+    assert_eq!(
+        net.nodes[b].node.stats(net.now).counters.directs_received,
+        1000
+    );
+    // Direct messages are not acknowledged.
+    assert!(!net.nodes[a]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::UnicastDelivered { .. })));
+}
+
+#[test]
+fn direct_messages_are_refused_with_a_reason() {
+    let mut net = Net::star(2, |_, _| {});
+    net.run_for(Duration::from_secs(5));
+    let (a, b) = (1, 0);
+    let (peer_a, peer_b, stranger) = (net.id(a), net.id(b), key(9).peer_id());
+    let max = net.nodes[a].node.config().connection.max_message_size;
+    let too_large = Bytes::from(vec![0u8; max]);
+    net.with(a, |n, now| {
+        assert_eq!(
+            n.send(now, &stranger, 1, Bytes::new()),
+            Err(CommandError::UnknownPeer(stranger))
+        );
+        assert_eq!(
+            n.send(now, &peer_a, 1, Bytes::new()),
+            Err(CommandError::SelfTarget)
+        );
+        assert!(matches!(
+            n.send(now, &peer_b, 1, too_large.clone()),
+            Err(CommandError::TooLarge { .. })
+        ));
+        // In a batch, the oversized message is removed and counted; the others go.
+        let mut pending: VecDeque<(u32, Bytes)> = VecDeque::from(vec![
+            (6, Bytes::from(0u32.to_be_bytes().to_vec())),
+            (6, too_large.clone()),
+            (6, Bytes::from(1u32.to_be_bytes().to_vec())),
+        ]);
+        let done = n.send_queued(now, &peer_b, &mut pending).unwrap();
+        assert_eq!((done.messages, done.refused), (2, 1));
+        assert_eq!(done.bytes, 8 + max);
+        assert!(pending.is_empty());
+        assert_eq!(
+            n.send_queued(now, &stranger, &mut pending),
+            Err(CommandError::UnknownPeer(stranger))
+        );
+    });
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(directs_received(&net, b, 6), vec![0, 1]);
 }

@@ -1104,6 +1104,10 @@ fn example_messages(peer: &Keypair) -> Vec<Message> {
             reason: GoodbyeReason::VersionMismatch,
             detail: "no common version".into(),
         },
+        Message::Direct {
+            kind: 7,
+            data: bytes_of(b"hi"),
+        },
     ]
 }
 

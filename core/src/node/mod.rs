@@ -527,6 +527,7 @@ impl Node {
             buffered_bytes: self.buffered_bytes(),
             per_peer: self.peers(),
             events_dropped: 0,
+            sends_dropped: 0,
         }
     }
 
@@ -1436,7 +1437,7 @@ impl Node {
             Message::GetBlock { .. } | Message::GetTransaction { .. } | Message::Request { .. } => {
                 Some(1)
             }
-            Message::Unicast { .. } => Some(2),
+            Message::Unicast { .. } | Message::Direct { .. } => Some(2),
             Message::GetPeers { .. } | Message::Peers { .. } => Some(3),
             _ => None,
         };
@@ -1485,6 +1486,14 @@ impl Node {
                 } else {
                     self.counters.unicast_duplicates += 1;
                 }
+            }
+            Message::Direct { kind, data } => {
+                self.counters.directs_received += 1;
+                self.outputs.push_back(Output::Event(Event::Direct {
+                    from: peer,
+                    kind,
+                    data,
+                }));
             }
             // An Ack for an id we no longer track is a late duplicate: harmless, ignored.
             Message::Ack { message_id }
@@ -1981,6 +1990,99 @@ impl Node {
         self.transmit_unicast(now, id);
         self.flush(now);
         Ok(UnicastId(id))
+    }
+
+    /// Sends `data` to `peer` without delivery confirmation: the cheapest way to reach one
+    /// connected peer. The message is queued on the peer's connection and leaves in order
+    /// with the other messages of its size class (one larger than a chunk travels in the
+    /// bulk class and may be overtaken by smaller ones); the peer's application gets it
+    /// once, as [`Event::Direct`]. If the connection closes before it is written it is lost
+    /// (counted in the connection's dropped messages): use [`Node::unicast`] when the
+    /// sender must know. Fails with `Full("send queue")` while the connection's queue is
+    /// full (`connection.max_queued_bytes`, `max_queued_messages`): retry once the adapter
+    /// reports bytes written.
+    pub fn send(
+        &mut self,
+        now: Timestamp,
+        peer: &PeerId,
+        kind: crate::message::AppKind,
+        data: Bytes,
+    ) -> Result<(), CommandError> {
+        let conn = self.direct_target(peer)?;
+        let r = self.queue_direct(peer, conn, kind, data);
+        self.flush(now);
+        r
+    }
+
+    /// [`Node::send`] for many messages to one peer: queues messages from the front of
+    /// `pending` until the connection's queue is full, then builds the frames once, so a
+    /// batch of small messages shares frames and encryptions. What it could not queue stays
+    /// in `pending`, in order, for a later call (after the adapter reports bytes written).
+    /// A message the connection refuses for any other reason (too large, a field over a
+    /// protocol limit) is removed and counted in [`Queued::refused`]. Fails, taking nothing,
+    /// when no message can go to `peer` at all (not connected, shutting down).
+    pub fn send_queued(
+        &mut self,
+        now: Timestamp,
+        peer: &PeerId,
+        pending: &mut VecDeque<(crate::message::AppKind, Bytes)>,
+    ) -> Result<Queued, CommandError> {
+        let conn = self.direct_target(peer)?;
+        let mut done = Queued::default();
+        while let Some((kind, data)) = pending.front() {
+            let len = data.len();
+            // Checked before the message is taken, so a message that does not fit stays
+            // where it is without being copied or reference-counted.
+            let fits = self.conns.get(&conn).is_some_and(|c| {
+                c.conn.has_room(Message::direct_len(*kind, len))
+                    || Message::direct_len(*kind, len) > self.conn_config.max_message_size
+            });
+            if !fits {
+                break;
+            }
+            let (kind, data) = pending.pop_front().expect("front exists");
+            match self.queue_direct(peer, conn, kind, data) {
+                Ok(()) => done.messages += 1,
+                Err(_) => done.refused += 1,
+            }
+            done.bytes += len;
+        }
+        self.flush(now);
+        Ok(done)
+    }
+
+    /// The connection a direct message to `peer` goes on, or why there is none.
+    fn direct_target(&self, peer: &PeerId) -> Result<ConnectionId, CommandError> {
+        if self.shutdown.is_some() {
+            return Err(CommandError::ShuttingDown);
+        }
+        if *peer == self.local_id {
+            return Err(CommandError::SelfTarget);
+        }
+        self.peers
+            .get(peer)
+            .copied()
+            .ok_or(CommandError::UnknownPeer(*peer))
+    }
+
+    fn queue_direct(
+        &mut self,
+        peer: &PeerId,
+        conn: ConnectionId,
+        kind: crate::message::AppKind,
+        data: Bytes,
+    ) -> Result<(), CommandError> {
+        match self.send_to(conn, Message::Direct { kind, data }) {
+            Ok(()) => {
+                self.counters.directs_sent += 1;
+                Ok(())
+            }
+            Err(SendError::QueueFull) => Err(CommandError::Full("send queue")),
+            Err(SendError::TooLarge { len, max }) => Err(CommandError::TooLarge { len, max }),
+            Err(SendError::InvalidField(f)) => Err(CommandError::InvalidField(f)),
+            // Closing: for the caller the peer is as good as gone.
+            Err(_) => Err(CommandError::UnknownPeer(*peer)),
+        }
     }
 
     fn transmit_unicast(&mut self, now: Timestamp, id: u64) {

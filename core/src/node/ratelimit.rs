@@ -202,7 +202,7 @@ pub struct RateLimitConfig {
     pub abuse_window_ms: u64,
     /// Messages per second per peer and message class, each class with a burst of twice its
     /// rate: gossip (Transaction, Block, App), requests (GetBlock, GetTransaction, Request),
-    /// unicasts, and discovery (GetPeers, Peers). Exceeding one pauses reading like the
+    /// unicasts (Unicast, Direct), and discovery (GetPeers, Peers). Exceeding one pauses reading like the
     /// limits above.
     pub per_class: ClassLimits,
 }
@@ -215,7 +215,7 @@ pub struct ClassLimits {
     pub gossip: u64,
     /// Requests per second. Default 1,000.
     pub requests: u64,
-    /// Unicasts per second. Default 5,000.
+    /// Unicasts and direct messages per second, together. Default 5,000.
     pub unicast: u64,
     /// Discovery messages per second. Default 10.
     pub discovery: u64,

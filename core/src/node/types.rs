@@ -292,6 +292,17 @@ pub enum Event {
         /// Payload.
         data: Bytes,
     },
+    /// A direct message for the application (`Node::send` on the peer's side): not
+    /// acknowledged; it arrives once, in order with the peer's other direct messages of its
+    /// size class, or not at all if the connection closed first.
+    Direct {
+        /// The sender.
+        from: PeerId,
+        /// Application-defined kind.
+        kind: AppKind,
+        /// Payload.
+        data: Bytes,
+    },
     /// A peer asks something; answer with `Node::respond`.
     Request {
         /// Pass to `respond`.
@@ -488,6 +499,12 @@ pub struct NodeCounters {
     pub unicasts_failed: u64,
     /// Retried unicasts suppressed at the receiver.
     pub unicast_duplicates: u64,
+    /// Direct messages queued on a connection (`Node::send`).
+    #[serde(default)]
+    pub directs_sent: u64,
+    /// Direct messages received and handed to the application.
+    #[serde(default)]
+    pub directs_received: u64,
     /// Requests sent.
     pub requests_sent: u64,
     /// Requests answered with data.
@@ -588,6 +605,23 @@ pub struct NetworkStats {
     /// an adapter that buffers events per subscriber fills this in.
     #[serde(default)]
     pub events_dropped: u64,
+    /// Direct messages an adapter accepted from the application but dropped before they
+    /// reached the node, because the peer disconnected or the node stopped first. The core
+    /// reports 0; an adapter that buffers sends fills this in.
+    #[serde(default)]
+    pub sends_dropped: u64,
+}
+
+/// What [`crate::node::Node::send_queued`] took from the front of its queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Queued {
+    /// Messages queued on the connection.
+    pub messages: usize,
+    /// Messages removed but refused (too large, a field over a protocol limit).
+    pub refused: usize,
+    /// Payload bytes of every message removed, queued or refused.
+    pub bytes: usize,
 }
 
 /// Why `accept` refused an inbound connection (the adapter drops the socket).
