@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,6 +15,12 @@ use silver_p2p_core::{PeerAddr, PeerId, Timestamp};
 use crate::clock::Clock;
 use crate::files::Files;
 use crate::handle::HandleError;
+use crate::outbox::Outbox;
+
+/// The direct-message path of one node, handed from its loop to its handles (see
+/// [`DriverCore::outbox`]). Opaque: only the handle uses it.
+#[derive(Clone)]
+pub struct SendPath(pub(crate) Arc<Outbox>);
 
 /// A callback the loop runs on every event (`register_message_handler`). It runs on the
 /// loop: keep it short, or hand the work to another task.
@@ -61,6 +68,8 @@ pub enum Command {
     RegisterHandler(EventHandler),
     /// Shut down gracefully; the reply is the report.
     Stop(Duration, oneshot::Sender<ShutdownReport>),
+    /// Direct messages wait in the outbox (see [`crate::NetworkHandle::send`]).
+    DrainOutbox,
 }
 
 /// What the runtime must do with sockets.
@@ -114,6 +123,9 @@ pub trait SocketTable {
     fn pause(&mut self, conn: ConnectionId, paused: bool);
     /// Starts connecting to `addr` for `conn`; report with [`LoopEvent::Dialed`].
     fn dial(&mut self, conn: ConnectionId, addr: SocketAddr);
+    /// The loop processed `n` bytes `conn`'s reader handed over: give them back to its
+    /// [`crate::ReadCredit`].
+    fn processed(&mut self, conn: ConnectionId, n: usize);
 }
 
 /// What the runtime's socket side tells the loop.
@@ -156,6 +168,21 @@ pub struct DriverCore {
     dialing: std::collections::BTreeSet<ConnectionId>,
     /// Events dropped because a subscriber did not keep up.
     pub dropped_events: u64,
+    /// Direct messages on their way from the handles to the node.
+    outbox: Arc<Outbox>,
+    /// Some direct messages wait for room in their connection's queue.
+    outbox_blocked: bool,
+    /// Direct messages dropped before they reached the node.
+    dropped_sends: u64,
+    /// How far each connection's reader may run ahead of the loop.
+    max_unprocessed_read_bytes: usize,
+}
+
+impl Drop for DriverCore {
+    fn drop(&mut self) {
+        // Senders must not wait for a loop that is gone.
+        self.outbox.close();
+    }
 }
 
 impl DriverCore {
@@ -163,6 +190,10 @@ impl DriverCore {
     /// `save_interval` if given.
     pub fn new(node: Node, clock: Clock, files: Option<Files>, save_interval: Duration) -> Self {
         DriverCore {
+            outbox: Outbox::new(&node),
+            outbox_blocked: false,
+            dropped_sends: 0,
+            max_unprocessed_read_bytes: crate::NodeOptions::DEFAULT_MAX_UNPROCESSED_READ_BYTES,
             node,
             clock,
             unicasts: BTreeMap::new(),
@@ -178,6 +209,31 @@ impl DriverCore {
             dialing: std::collections::BTreeSet::new(),
             dropped_events: 0,
         }
+    }
+
+    /// The outbox the handles put direct messages in; give it to [`crate::NetworkHandle::new`].
+    pub fn outbox(&self) -> SendPath {
+        SendPath(self.outbox.clone())
+    }
+
+    /// Moves the direct messages waiting in the outbox into the node.
+    fn drain_outbox(&mut self) {
+        let now = self.now();
+        let drained = self.outbox.drain_into(&mut self.node, now);
+        self.outbox_blocked = drained.blocked;
+        self.dropped_sends += drained.dropped;
+    }
+
+    /// Sets how many bytes a connection's reader may hand over before the loop processed
+    /// them ([`crate::NodeOptions::max_unprocessed_read_bytes`]).
+    pub fn set_max_unprocessed_read_bytes(&mut self, limit: usize) {
+        self.max_unprocessed_read_bytes = limit;
+    }
+
+    /// How far a connection's reader may run ahead of the loop: the limit to create each
+    /// connection's [`ReadCredit`] with.
+    pub fn read_credit_limit(&self) -> usize {
+        self.max_unprocessed_read_bytes
     }
 
     /// The node, for reading.
@@ -303,6 +359,7 @@ impl DriverCore {
             Command::Stats(reply) => {
                 let mut stats = n.stats(now);
                 stats.events_dropped = self.dropped_events;
+                stats.sends_dropped = self.dropped_sends;
                 let _ = reply.send(stats);
             }
             Command::Subscribe(mut tx) => {
@@ -318,6 +375,7 @@ impl DriverCore {
                 self.stops.push(reply);
                 n.shutdown(now, grace);
             }
+            Command::DrainOutbox => self.drain_outbox(),
         }
     }
 
@@ -343,10 +401,13 @@ impl DriverCore {
                     }),
                 }
             }
-            LoopEvent::Received(conn, bytes) => self.input(Input::Received {
-                conn,
-                bytes: &bytes,
-            }),
+            LoopEvent::Received(conn, bytes) => {
+                self.input(Input::Received {
+                    conn,
+                    bytes: &bytes,
+                });
+                table.processed(conn, bytes.len());
+            }
             LoopEvent::Written(conn, n) => self.input(Input::Written { conn, bytes: n }),
             LoopEvent::Ended(conn, error) => {
                 table.close(conn);
@@ -360,6 +421,10 @@ impl DriverCore {
     /// Drains the node and carries out its socket actions on `table`. Call after every batch
     /// of events and after timeouts.
     pub fn act<T: SocketTable>(&mut self, table: &mut T) {
+        if self.outbox_blocked {
+            // Written bytes may have made room in the connections' queues.
+            self.drain_outbox();
+        }
         let mut actions = Vec::new();
         self.drain(|a| actions.push(a));
         for a in actions {
@@ -412,7 +477,13 @@ impl DriverCore {
                     let _ = tx.send(result.clone().map_err(HandleError::Request));
                 }
             }
+            Event::PeerConnected { peer, .. } => self.outbox.connected(*peer),
+            // A peer that reconnected at once keeps its queue.
+            Event::PeerDisconnected { peer, .. } if !self.node.is_connected(peer) => {
+                self.dropped_sends += self.outbox.disconnected(peer);
+            }
             Event::ShutdownComplete(report) => {
+                self.dropped_sends += self.outbox.close();
                 self.save();
                 self.finished = Some(report.clone());
             }

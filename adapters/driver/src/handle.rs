@@ -14,7 +14,8 @@ use futures::Stream;
 use silver_p2p_core::node::*;
 use silver_p2p_core::{PeerAddr, PeerId};
 
-use crate::core_loop::{Command, EventHandler};
+use crate::core_loop::{Command, EventHandler, SendPath};
+use crate::outbox::Pushed;
 
 /// Why a handle call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +41,7 @@ type Sender = Arc<dyn Fn(Command) -> bool + Send + Sync>;
 #[derive(Clone)]
 pub struct NetworkHandle {
     send: Sender,
+    outbox: SendPath,
     peer_id: PeerId,
     listen_addrs: Arc<Vec<SocketAddr>>,
     event_capacity: usize,
@@ -85,15 +87,18 @@ impl EventStream {
 
 impl NetworkHandle {
     /// A handle whose commands go through `send` (which returns false once the loop is
-    /// gone). Adapters call this; users get handles from `start`.
+    /// gone) and whose direct messages go through `outbox` (from [`crate::DriverCore::outbox`]).
+    /// Adapters call this; users get handles from `start`.
     pub fn new(
         send: impl Fn(Command) -> bool + Send + Sync + 'static,
+        outbox: SendPath,
         peer_id: PeerId,
         listen_addrs: Vec<SocketAddr>,
         event_capacity: usize,
     ) -> Self {
         NetworkHandle {
             send: Arc::new(send),
+            outbox,
             peer_id,
             listen_addrs: Arc::new(listen_addrs),
             event_capacity,
@@ -151,6 +156,28 @@ impl NetworkHandle {
     pub async fn unicast(&self, peer: PeerId, kind: u32, data: Bytes) -> Result<(), HandleError> {
         self.ask(|tx| Command::Unicast(peer, kind, data, tx))
             .await?
+    }
+
+    /// Sends `data` to `peer` without delivery confirmation, the fastest way to reach one
+    /// peer; the peer's application gets it once as [`Event::Direct`], unless the connection
+    /// closes first (use [`NetworkHandle::unicast`] when the sender must know). Resolves as
+    /// soon as the message is queued, which is at once unless the peer's queue is full
+    /// (`connection.max_queued_bytes` or `max_queued_messages` waiting): then it waits until
+    /// the socket has drained enough. Messages to one peer leave in the order of the calls
+    /// within their size class (one larger than `connection.chunk_size` travels in the bulk
+    /// class and may be overtaken by smaller ones). Fails at once if the peer is not
+    /// connected or the message is larger than `connection.max_message_size`. Messages still
+    /// queued when the peer disconnects are dropped and counted in
+    /// [`NetworkStats::sends_dropped`].
+    pub async fn send(&self, peer: PeerId, kind: u32, data: Bytes) -> Result<(), HandleError> {
+        let data = self.outbox.0.check(kind, data)?;
+        let mut item = Some((kind, data));
+        let pushed =
+            futures::future::poll_fn(|cx| self.outbox.0.poll_push(cx, &peer, &mut item)).await?;
+        match pushed {
+            Pushed::Queued => Ok(()),
+            Pushed::NudgeLoop => self.tell(Command::DrainOutbox),
+        }
     }
 
     /// Asks `peer`; resolves with the answer.
@@ -267,6 +294,8 @@ blocking! {
     fn peers() -> Result<Vec<PeerInfo>, HandleError>;
     /// Broadcasts to every peer.
     fn broadcast(msg: GossipMessage) -> Result<BroadcastReport, HandleError>;
+    /// Sends without confirmation; waits only while the peer's queue is full.
+    fn send(peer: PeerId, kind: u32, data: Bytes) -> Result<(), HandleError>;
     /// Sends and waits for the acknowledgement.
     fn unicast(peer: PeerId, kind: u32, data: Bytes) -> Result<(), HandleError>;
     /// Asks and waits for the answer.

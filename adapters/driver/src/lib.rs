@@ -16,16 +16,19 @@ mod clock;
 mod core_loop;
 mod files;
 mod handle;
+mod outbox;
 mod read_buffer;
+mod read_credit;
 mod runtime;
 #[doc(hidden)]
 pub mod testing;
 
 pub use clock::Clock;
-pub use core_loop::{Action, Command, DriverCore, EventHandler, LoopEvent, SocketTable};
+pub use core_loop::{Action, Command, DriverCore, EventHandler, LoopEvent, SendPath, SocketTable};
 pub use files::{load_or_create_key, os_seed, write_atomic, Files, FilesError};
 pub use handle::{BlockingHandle, EventStream, HandleError, NetworkHandle};
 pub use read_buffer::ReadBuffer;
+pub use read_credit::ReadCredit;
 pub use runtime::{
     prepare, start, BoxFuture, NetworkManager, ReadHalf, Runtime, StartError, WriteHalf,
 };
@@ -51,6 +54,11 @@ pub struct NodeOptions {
     pub event_capacity: usize,
     /// How often the address book and bans are saved (also saved at shutdown).
     pub save_interval: Duration,
+    /// Bytes a connection's reader may have read but the loop not yet processed; above it
+    /// the reader stops reading until the loop catches up, and TCP flow control slows the
+    /// peer (see [`ReadCredit`]). Bounds the memory a fast peer can occupy when the loop or
+    /// the application falls behind. Default 256 KiB (four full reads).
+    pub max_unprocessed_read_bytes: usize,
 }
 
 impl NodeOptions {
@@ -62,8 +70,12 @@ impl NodeOptions {
             data_dir: None,
             event_capacity: 65_536,
             save_interval: Duration::from_secs(60),
+            max_unprocessed_read_bytes: Self::DEFAULT_MAX_UNPROCESSED_READ_BYTES,
         }
     }
+
+    /// The default of [`NodeOptions::max_unprocessed_read_bytes`].
+    pub const DEFAULT_MAX_UNPROCESSED_READ_BYTES: usize = 256 * 1024;
 
     /// Keeps the key and snapshot files under `dir`.
     pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Self {

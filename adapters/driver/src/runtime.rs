@@ -21,6 +21,7 @@ use crate::core_loop::{DriverCore, LoopEvent, SocketTable};
 use crate::files::{os_seed, Files, FilesError};
 use crate::handle::NetworkHandle;
 use crate::read_buffer::ReadBuffer;
+use crate::read_credit::ReadCredit;
 use crate::NodeOptions;
 
 /// A boxed, sendable future.
@@ -132,6 +133,7 @@ enum ToWriter {
 struct ConnIo {
     writer: mpsc::UnboundedSender<ToWriter>,
     reader: mpsc::UnboundedSender<bool>,
+    credit: Arc<ReadCredit>,
 }
 
 /// Starts a node on runtime `rt`: binds the listeners, loads or creates the identity and the
@@ -157,6 +159,7 @@ pub async fn start<R: Runtime>(rt: R, opts: NodeOptions) -> Result<NetworkHandle
     let send_tx = tx.clone();
     let handle = NetworkHandle::new(
         move |cmd| send_tx.unbounded_send(LoopEvent::Command(cmd)).is_ok(),
+        core.outbox(),
         peer_id,
         bound,
         opts.event_capacity,
@@ -188,10 +191,9 @@ pub fn prepare(
         f.load_snapshot(|bytes| node.restore(clock.now(), bytes))?;
     }
     let peer_id = node.peer_id();
-    Ok((
-        DriverCore::new(node, clock, files, opts.save_interval),
-        peer_id,
-    ))
+    let mut core = DriverCore::new(node, clock, files, opts.save_interval);
+    core.set_max_unprocessed_read_bytes(opts.max_unprocessed_read_bytes);
+    Ok((core, peer_id))
 }
 
 /// The `NetworkManager` of every async adapter: options in, a running node's handle out.
@@ -264,6 +266,7 @@ async fn reader<R: Runtime>(
     conn: ConnectionId,
     tx: mpsc::UnboundedSender<Msg<R>>,
     mut ctl: mpsc::UnboundedReceiver<bool>,
+    credit: Arc<ReadCredit>,
 ) {
     let mut mode = ReadMode::Readiness;
     let mut paused = false;
@@ -272,6 +275,15 @@ async fn reader<R: Runtime>(
             match ctl.next().await {
                 Some(p) => paused = p,
                 None => return,
+            }
+            continue;
+        }
+        if credit.exhausted() {
+            // The loop is behind with what this reader handed it: wait for it.
+            match or_control(Box::pin(credit.wait()), &mut ctl).await {
+                Either::Left(()) => {}
+                Either::Right(Some(p)) => paused = p,
+                Either::Right(None) => return,
             }
             continue;
         }
@@ -306,6 +318,7 @@ async fn reader<R: Runtime>(
                 return;
             }
             Either::Left(Ok(bytes)) => {
+                credit.handed(bytes.len());
                 if tx.unbounded_send(LoopEvent::Received(conn, bytes)).is_err() {
                     return;
                 }
@@ -381,6 +394,8 @@ struct AsyncTable<R: Runtime> {
     io: BTreeMap<ConnectionId, ConnIo>,
     /// Writer tasks still running (they end with `LoopEvent::Flushed`).
     writers: usize,
+    /// [`crate::NodeOptions::max_unprocessed_read_bytes`].
+    read_limit: usize,
 }
 
 impl<R: Runtime> AsyncTable<R> {
@@ -397,18 +412,31 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
     fn open(&mut self, conn: ConnectionId, (r, w): Self::Stream) {
         let (wtx, wrx) = mpsc::unbounded();
         let (rtx, rrx) = mpsc::unbounded();
+        let credit = ReadCredit::new(self.read_limit);
         self.writers += 1;
         self.rt
             .spawn(Box::pin(writer::<R>(w, conn, self.tx.clone(), wrx)));
-        self.rt
-            .spawn(Box::pin(reader::<R>(r, conn, self.tx.clone(), rrx)));
+        self.rt.spawn(Box::pin(reader::<R>(
+            r,
+            conn,
+            self.tx.clone(),
+            rrx,
+            credit.clone(),
+        )));
         self.io.insert(
             conn,
             ConnIo {
                 writer: wtx,
                 reader: rtx,
+                credit,
             },
         );
+    }
+
+    fn processed(&mut self, conn: ConnectionId, n: usize) {
+        if let Some(c) = self.io.get(&conn) {
+            c.credit.processed(n);
+        }
     }
 
     fn write(&mut self, conn: ConnectionId, bytes: Vec<u8>) {
@@ -420,6 +448,7 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
     fn close(&mut self, conn: ConnectionId) {
         if let Some(c) = self.io.remove(&conn) {
             let _ = c.writer.unbounded_send(ToWriter::Close);
+            c.credit.close();
         }
     }
 
@@ -451,6 +480,7 @@ async fn run<R: Runtime>(
         tx,
         io: BTreeMap::new(),
         writers: 0,
+        read_limit: core.read_credit_limit(),
     };
     loop {
         core.act(&mut table);

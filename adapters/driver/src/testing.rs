@@ -201,3 +201,85 @@ pub async fn two_node_scenario(a: NetworkHandle, b: NetworkHandle) {
         .await
         .unwrap();
 }
+
+/// A configuration whose send queues are far smaller than a burst of direct messages, so
+/// the burst runs into back-pressure.
+pub fn tight_send_config() -> NodeConfig {
+    let mut c = test_config();
+    c.connection.max_in_flight_bytes = 16 * 1024;
+    c.connection.max_queued_messages = 64;
+    c
+}
+
+/// Two running nodes started with [`tight_send_config`]: a dials b, then sends b a burst of
+/// direct messages many times larger than its queues. Every message arrives once and in
+/// order (the sender waits rather than losing any); a message too large and one to a peer
+/// that is not connected fail at once.
+pub async fn direct_send_scenario(a: NetworkHandle, b: NetworkHandle) {
+    const BURST: u32 = 3000;
+    const KIND: u32 = 3;
+    let mut a_events = a.events();
+    let mut b_events = b.events();
+    a.connect_to_peer(b.dial_addr().unwrap()).await.unwrap();
+    let connected = |e| matches!(e, Event::PeerConnected { .. }).then_some(());
+    within("a connects", wait_for(&mut a_events, connected)).await;
+    within("b connects", wait_for(&mut b_events, connected)).await;
+
+    let send = async {
+        for i in 0..BURST {
+            let mut payload = vec![0u8; 512];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            a.send(b.peer_id(), KIND, Bytes::from(payload))
+                .await
+                .unwrap();
+        }
+    };
+    let receive = async {
+        for expected in 0..BURST {
+            let (from, data) = wait_for(&mut b_events, |e| match e {
+                Event::Direct { from, kind, data } if kind == KIND => Some((from, data)),
+                _ => None,
+            })
+            .await;
+            assert_eq!(from, a.peer_id());
+            assert_eq!(data[..4], expected.to_be_bytes(), "in order, each once");
+        }
+    };
+    within("burst", futures::future::join(send, receive)).await;
+    let (sa, sb) = (a.stats().await.unwrap(), b.stats().await.unwrap());
+    assert_eq!(sa.counters.directs_sent, u64::from(BURST));
+    assert_eq!(sa.sends_dropped, 0);
+    assert_eq!(sb.counters.directs_received, u64::from(BURST));
+
+    let max = tight_send_config().connection.max_message_size;
+    assert!(matches!(
+        a.send(b.peer_id(), KIND, Bytes::from(vec![0u8; max])).await,
+        Err(crate::HandleError::Command(CommandError::TooLarge { .. }))
+    ));
+    // Banning b disconnects it and keeps a from redialing it.
+    a.ban(b.peer_id(), Duration::from_secs(60)).unwrap();
+    within(
+        "a drops b",
+        wait_for(&mut a_events, |e| {
+            matches!(e, Event::PeerDisconnected { .. }).then_some(())
+        }),
+    )
+    .await;
+    assert_eq!(
+        a.send(b.peer_id(), KIND, Bytes::from_static(b"late")).await,
+        Err(crate::HandleError::Command(CommandError::UnknownPeer(
+            b.peer_id()
+        )))
+    );
+    within("stop a", a.stop(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.send(b.peer_id(), KIND, Bytes::from_static(b"after stop"))
+            .await,
+        Err(crate::HandleError::Stopped)
+    );
+    within("stop b", b.stop(Duration::from_secs(1)))
+        .await
+        .unwrap();
+}

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use silver_p2p_driver::core::node::ConnectionId;
-use silver_p2p_driver::{DriverCore, LoopEvent, ReadBuffer, SocketTable};
+use silver_p2p_driver::{DriverCore, LoopEvent, ReadBuffer, ReadCredit, SocketTable};
 
 pub use silver_p2p_driver::core::node::NodeConfig;
 pub use silver_p2p_driver::{
@@ -64,6 +64,7 @@ enum ToWriter {
 struct ConnIo {
     writer: Sender<ToWriter>,
     gate: Arc<Gate>,
+    credit: Arc<ReadCredit>,
     stream: TcpStream,
 }
 
@@ -72,6 +73,8 @@ struct ThreadTable {
     io: BTreeMap<ConnectionId, ConnIo>,
     /// Writer threads still running (they end with `LoopEvent::Flushed`).
     writers: usize,
+    /// [`NodeOptions::max_unprocessed_read_bytes`].
+    read_limit: usize,
 }
 
 impl ThreadTable {
@@ -96,19 +99,23 @@ impl SocketTable for ThreadTable {
             return;
         };
         let gate = Arc::new(Gate::default());
+        let credit = ReadCredit::new(self.read_limit);
         let (wtx, wrx) = mpsc::channel::<ToWriter>();
         let tx = self.tx.clone();
-        let g = gate.clone();
+        let (g, c) = (gate.clone(), credit.clone());
         thread::spawn(move || {
             let mut buf = ReadBuffer::default();
             loop {
                 g.wait_open();
+                // The loop is behind with what this reader handed it: wait for it.
+                c.wait_blocking();
                 match rd.read(buf.for_read()) {
                     Ok(0) => {
                         let _ = tx.send(LoopEvent::Ended(conn, None));
                         return;
                     }
                     Ok(n) => {
+                        c.handed(n);
                         if tx.send(LoopEvent::Received(conn, buf.take(n))).is_err() {
                             return;
                         }
@@ -159,6 +166,7 @@ impl SocketTable for ThreadTable {
             ConnIo {
                 writer: wtx,
                 gate,
+                credit,
                 stream: keep,
             },
         );
@@ -173,8 +181,9 @@ impl SocketTable for ThreadTable {
     fn close(&mut self, conn: ConnectionId) {
         if let Some(c) = self.io.remove(&conn) {
             let _ = c.writer.send(ToWriter::Close);
-            // Wake a reader blocked on a paused gate so its thread can end.
+            // Wake a reader blocked on a paused gate or on its credit so its thread can end.
             c.gate.set(false);
+            c.credit.close();
             let _ = c.stream.shutdown(Shutdown::Read);
         }
     }
@@ -182,6 +191,12 @@ impl SocketTable for ThreadTable {
     fn pause(&mut self, conn: ConnectionId, paused: bool) {
         if let Some(c) = self.io.get(&conn) {
             c.gate.set(paused);
+        }
+    }
+
+    fn processed(&mut self, conn: ConnectionId, n: usize) {
+        if let Some(c) = self.io.get(&conn) {
+            c.credit.processed(n);
         }
     }
 
@@ -245,6 +260,7 @@ impl NetworkManager {
                     .map(|s| s.send(LoopEvent::Command(cmd)).is_ok())
                     .unwrap_or(false)
             },
+            core.outbox(),
             peer_id,
             bound.clone(),
             opts.event_capacity,
@@ -279,6 +295,7 @@ fn run(mut core: DriverCore, rx: Receiver<Event>, tx: Sender<Event>, listen: Vec
         tx,
         io: BTreeMap::new(),
         writers: 0,
+        read_limit: core.read_credit_limit(),
     };
     loop {
         core.act(&mut table);

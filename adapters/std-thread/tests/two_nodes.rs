@@ -1,7 +1,9 @@
 //! Two thread-based nodes over real loopback sockets run the shared adapter scenario (the
 //! scenario is async; it runs on a minimal executor while the nodes run on threads).
 
-use silver_p2p_driver::testing::{test_config, two_node_scenario};
+use silver_p2p_driver::testing::{
+    direct_send_scenario, test_config, tight_send_config, two_node_scenario,
+};
 use silver_p2p_std_thread::NetworkManager;
 
 #[test]
@@ -10,4 +12,13 @@ fn two_nodes_talk_over_loopback() {
     let a = start().unwrap();
     let b = start().unwrap();
     futures::executor::block_on(two_node_scenario(a.0.clone(), b.0.clone()));
+}
+
+#[test]
+fn a_burst_of_direct_messages_meets_back_pressure_and_arrives_whole() {
+    let start =
+        || NetworkManager::new(tight_send_config(), vec!["127.0.0.1:0".parse().unwrap()]).start();
+    let a = start().unwrap();
+    let b = start().unwrap();
+    futures::executor::block_on(direct_send_scenario(a.0.clone(), b.0.clone()));
 }

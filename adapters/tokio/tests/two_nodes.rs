@@ -1,6 +1,8 @@
 //! Two tokio nodes over real loopback sockets run the shared adapter scenario.
 
-use silver_p2p_driver::testing::{test_config, two_node_scenario};
+use silver_p2p_driver::testing::{
+    direct_send_scenario, test_config, tight_send_config, two_node_scenario,
+};
 use silver_p2p_tokio::NetworkManager;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -9,6 +11,15 @@ async fn two_nodes_talk_over_loopback() {
     let a = start().await.unwrap();
     let b = start().await.unwrap();
     two_node_scenario(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_direct_messages_meets_back_pressure_and_arrives_whole() {
+    let start =
+        || NetworkManager::new(tight_send_config(), vec!["127.0.0.1:0".parse().unwrap()]).start();
+    let a = start().await.unwrap();
+    let b = start().await.unwrap();
+    direct_send_scenario(a, b).await;
 }
 
 #[tokio::test]
