@@ -267,8 +267,12 @@ pub async fn run_throughput(o: ThroughputOpts, budget: Duration) -> Report {
 /// How the sender hands messages to the library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WriterMode {
-    /// One unicast per message: no caller-side batching (the headline figure).
+    /// One `NetworkHandle::send` (direct message, no acknowledgement) per message, no
+    /// caller-side batching: the headline figure, the counterpart of one raw stream write
+    /// per message.
     Direct,
+    /// One acknowledged `NetworkHandle::unicast` per message, up to `--window` outstanding.
+    Unicast,
     /// Messages are packed into ~64 KiB unicasts by the caller, like the anchor's 64 KiB
     /// BufWriter: the ceiling when the application batches.
     Buffered,
@@ -278,6 +282,7 @@ impl WriterMode {
     fn name(self) -> &'static str {
         match self {
             WriterMode::Direct => "direct",
+            WriterMode::Unicast => "unicast",
             WriterMode::Buffered => "buffered",
         }
     }
@@ -292,7 +297,8 @@ pub struct MsgRateOpts {
     /// How long the sender keeps sending, in seconds.
     #[arg(long = "duration-s", default_value_t = 5.0)]
     pub duration_s: f64,
-    /// direct: one unicast per message; buffered: ~64 KiB of messages per unicast.
+    /// direct: one direct message (`send`) per message; unicast: one acknowledged unicast
+    /// per message; buffered: ~64 KiB of messages per unicast.
     #[arg(long, value_enum, default_value_t = WriterMode::Direct)]
     pub writer: WriterMode,
     /// Unacknowledged unicasts the sender keeps outstanding [default: see `default_window`;
@@ -319,6 +325,11 @@ pub async fn run_msgrate(o: MsgRateOpts, _budget: Duration) -> Report {
                 kind: KIND_DATA,
                 data,
                 ..
+            }
+            | Event::Direct {
+                kind: KIND_DATA,
+                data,
+                ..
             } => {
                 let now = Instant::now();
                 let mut rest = &data[..];
@@ -332,7 +343,7 @@ pub async fn run_msgrate(o: MsgRateOpts, _budget: Duration) -> Report {
                     rest = &rest[4 + len..];
                 }
             }
-            Event::Unicast { kind: KIND_END, .. } => {
+            Event::Unicast { kind: KIND_END, .. } | Event::Direct { kind: KIND_END, .. } => {
                 let _ = report_tx.send(seen.clone());
             }
             _ => {}
@@ -341,7 +352,7 @@ pub async fn run_msgrate(o: MsgRateOpts, _budget: Duration) -> Report {
 
     let duration = Duration::from_secs_f64(o.duration_s);
     let unicast_bytes = match o.writer {
-        WriterMode::Direct => 4 + o.size.max(8),
+        WriterMode::Direct | WriterMode::Unicast => 4 + o.size.max(8),
         WriterMode::Buffered => BUFFERED_BYTES,
     };
     let window = o.window.unwrap_or_else(|| default_window(unicast_bytes));
@@ -361,6 +372,11 @@ pub async fn run_msgrate(o: MsgRateOpts, _budget: Duration) -> Report {
                 seq += 1;
                 match o.writer {
                     WriterMode::Direct => {
+                        pair.client
+                            .send(pair.server_peer, KIND_DATA, Bytes::copy_from_slice(&frame))
+                            .await?
+                    }
+                    WriterMode::Unicast => {
                         pipe.send(KIND_DATA, Bytes::copy_from_slice(&frame)).await?
                     }
                     WriterMode::Buffered => {
@@ -384,9 +400,14 @@ pub async fn run_msgrate(o: MsgRateOpts, _budget: Duration) -> Report {
             pipe.send(KIND_DATA, batch.split().freeze()).await?;
         }
         pipe.finish().await?;
-        pipe.send(KIND_END, Bytes::from(seq.to_be_bytes().to_vec()))
-            .await?;
-        pipe.finish().await?;
+        let end = Bytes::from(seq.to_be_bytes().to_vec());
+        if o.writer == WriterMode::Direct {
+            // Direct messages of one size class keep their order: the marker lands last.
+            pair.client.send(pair.server_peer, KIND_END, end).await?;
+        } else {
+            pipe.send(KIND_END, end).await?;
+            pipe.finish().await?;
+        }
         Ok::<_, HandleError>(seq)
     };
     let (sent, failure) = match sending.await {
@@ -415,7 +436,7 @@ pub async fn run_msgrate(o: MsgRateOpts, _budget: Duration) -> Report {
             "send_duration_s": o.duration_s,
             "writer": o.writer.name(),
             "window": window,
-            "mechanism": "NetworkHandle::unicast (acknowledged delivery), 4-byte BE length prefix + payload per message; writer=direct: one unicast per message, writer=buffered: messages packed by the caller into ~64 KiB unicasts; up to `window` unicasts unacknowledged; the library coalesces queued messages into shared Noise frames by itself; receiver application = register_message_handler on Event::Unicast",
+            "mechanism": "4-byte BE length prefix + payload per message; writer=direct: one NetworkHandle::send (direct message, no acknowledgement; waits only while the peer's send queue is full) per message; writer=unicast: one NetworkHandle::unicast (acknowledged delivery) per message, up to `window` unacknowledged; writer=buffered: messages packed by the caller into ~64 KiB unicasts; the library coalesces queued messages into shared Noise frames by itself; receiver application = register_message_handler on Event::Direct / Event::Unicast",
         }),
         completed: failure.is_none() && r.messages == sent && r.in_order,
         failure,
@@ -428,6 +449,11 @@ pub async fn run_msgrate(o: MsgRateOpts, _budget: Duration) -> Report {
             "in_order": r.in_order,
             "sender_unicast_retries": stats.as_ref().map(|s| s.counters.unicast_retries),
             "sender_unicasts_failed": stats.as_ref().map(|s| s.counters.unicasts_failed),
+            "sender_sends_dropped": stats.as_ref().map(|s| s.sends_dropped),
+            "sender_messages_per_frame": stats.as_ref().and_then(|s| {
+                let c = &s.per_peer.first()?.stats;
+                Some(round3(c.messages_sent as f64 / c.frames_sent.max(1) as f64))
+            }),
         }),
     }
 }
