@@ -75,6 +75,7 @@ const SUITE: &[&str] = &[
     "throughput --bytes 1073741824 --write-size 65536 --read-size 65536 --repeats 3",
     "msgrate --size 256 --duration-s 5 --writer direct",
     "msgrate --size 256 --duration-s 5 --writer buffered",
+    "msgrate --size 256 --duration-s 5 --writer unicast",
     "broadcast --subscribers 100 --rounds 50 --warmup 5 --size 1024",
     "broadcast --subscribers 1000 --rounds 50 --warmup 5 --size 1024",
     "conn-mem --conns 1000 --batch 100 --settle-ms 1000",
