@@ -48,6 +48,17 @@ pub trait ReadHalf: Send + 'static {
     fn try_read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
     }
+
+    /// [`ReadHalf::try_read`] appending to `buf`'s spare capacity (at least one byte of
+    /// it). Runtimes that can read into uninitialised memory override it (tokio's
+    /// `try_read_buf`); the default zero-fills the spare capacity first.
+    fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let start = buf.len();
+        buf.resize(buf.capacity().max(start + 1), 0);
+        let result = self.try_read(&mut buf[start..]);
+        buf.truncate(start + *result.as_ref().unwrap_or(&0));
+        result
+    }
 }
 
 /// How a reader task reads: by readiness into the thread's shared buffer when the runtime
@@ -58,10 +69,34 @@ enum ReadMode {
 }
 
 thread_local! {
-    /// The readiness path's read buffer, one per runtime thread: a reader borrows it only
-    /// between readiness and the copy of what it read, never across an await.
+    /// The readiness path's read buffer, one per runtime thread (empty, with
+    /// [`ReadBuffer::LARGE`] of capacity): a reader borrows it only between readiness and
+    /// handing on what it read, never across an await.
     static SHARED_READ_BUFFER: std::cell::RefCell<Vec<u8>> =
-        std::cell::RefCell::new(vec![0; ReadBuffer::LARGE]);
+        std::cell::RefCell::new(Vec::with_capacity(ReadBuffer::LARGE));
+}
+
+/// A read at least this long is handed to the loop in the shared buffer itself (the thread
+/// takes a fresh one) instead of being copied out: bulk transfer then costs no copy here,
+/// and what the loop holds is at most four times what it was credited for.
+const HAND_OFF_READS_FROM: usize = ReadBuffer::LARGE / 4;
+
+/// Reads what is available into the thread's shared buffer and returns it as an owned
+/// vector (see [`HAND_OFF_READS_FROM`]).
+fn read_ready<H: ReadHalf>(r: &mut H) -> io::Result<Vec<u8>> {
+    SHARED_READ_BUFFER.with(|b| {
+        let mut b = b.borrow_mut();
+        b.clear();
+        if b.capacity() < ReadBuffer::LARGE {
+            b.reserve_exact(ReadBuffer::LARGE);
+        }
+        let n = r.try_read_buf(&mut b)?;
+        Ok(if n >= HAND_OFF_READS_FROM {
+            std::mem::replace(&mut *b, Vec::with_capacity(ReadBuffer::LARGE))
+        } else {
+            b.to_vec()
+        })
+    })
 }
 
 /// The writing half of a TCP stream.
@@ -291,10 +326,7 @@ async fn reader<R: Runtime>(
             ReadMode::Readiness => {
                 let ready = or_control(r.readable(), &mut ctl).await;
                 match ready {
-                    Either::Left(Ok(())) => Either::Left(SHARED_READ_BUFFER.with(|b| {
-                        let mut b = b.borrow_mut();
-                        r.try_read(&mut b).map(|n| b[..n].to_vec())
-                    })),
+                    Either::Left(Ok(())) => Either::Left(read_ready(&mut r)),
                     Either::Left(Err(e)) if e.kind() == io::ErrorKind::Unsupported => {
                         mode = ReadMode::Owned(ReadBuffer::default());
                         continue;
@@ -367,7 +399,14 @@ async fn write_until_closed<R: Runtime>(
         let mut close = false;
         while buf.len() < BATCH {
             match rx.try_recv() {
-                Ok(ToWriter::Data(more)) => buf.extend_from_slice(&more),
+                Ok(ToWriter::Data(more)) => {
+                    if buf.capacity() < buf.len() + more.len() {
+                        // Sized once for the whole batch: growing by doubling would copy
+                        // the bytes gathered so far again at every step.
+                        buf.reserve(BATCH.max(buf.len() + more.len()) - buf.len());
+                    }
+                    buf.extend_from_slice(&more);
+                }
                 Ok(ToWriter::Close) => {
                     close = true;
                     break;

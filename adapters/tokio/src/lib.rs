@@ -48,6 +48,9 @@ impl ReadHalf for Reader {
     fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.try_read(buf)
     }
+    fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.0.try_read_buf(buf)
+    }
 }
 
 impl WriteHalf for Writer {
