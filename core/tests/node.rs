@@ -1028,3 +1028,33 @@ fn direct_messages_are_refused_with_a_reason() {
     net.run_for(Duration::from_secs(1));
     assert_eq!(directs_received(&net, b, 6), vec![0, 1]);
 }
+
+#[test]
+fn the_peak_of_buffered_bytes_outlives_the_burst_that_caused_it() {
+    let mut net = Net::star(2, |_, _| {});
+    net.run_for(Duration::from_secs(5));
+    let (a, b) = (1, 0);
+    let peer_b = net.id(b);
+    let mut pending: VecDeque<(u32, Bytes)> = (0..100)
+        .map(|_| (5, Bytes::from(vec![7u8; 10_000])))
+        .collect();
+    net.with(a, |n, now| {
+        n.send_queued(now, &peer_b, &mut pending).unwrap();
+        assert!(
+            n.buffered_bytes() >= 1_000_000,
+            "the burst is queued or framed, not yet handed over: {}",
+            n.buffered_bytes()
+        );
+    });
+    net.run_for(Duration::from_secs(1));
+    let node = &net.nodes[a].node;
+    assert!(
+        node.buffered_bytes() < 100_000,
+        "drained: {}",
+        node.buffered_bytes()
+    );
+    let peak = node.peak_buffered_bytes();
+    assert!(peak >= 1_000_000, "the peak remembers the burst: {peak}");
+    assert_eq!(node.stats(net.now).peak_buffered_bytes, peak);
+    assert_eq!(directs_received(&net, b, 5).len(), 100);
+}

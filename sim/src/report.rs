@@ -130,10 +130,16 @@ pub struct Delivery {
 pub struct Memory {
     /// Peak, over samples, of the sum of `Node::buffered_bytes` over all nodes: connection
     /// buffers (partial packets, partial chunked messages, outbound queues, undrained
-    /// transmits) and undrained node outputs.
+    /// transmits) and undrained node outputs. Sampled every sample interval, so it misses
+    /// the transients within a step (the simulator drains outputs at once); see the two
+    /// high-water marks below for those.
     pub peak_buffered_bytes_total: u64,
-    /// Peak of one node's `buffered_bytes`.
+    /// The largest high-water mark of one node (`Node::peak_buffered_bytes`, which the
+    /// core keeps whenever a connection's buffers change).
     pub peak_buffered_bytes_node: u64,
+    /// The sum of every live node's high-water mark (an upper bound on the total at any
+    /// one instant).
+    pub sum_of_node_peaks_bytes: u64,
     /// Peak address book entries of one node (not counted in bytes by the core).
     pub peak_address_book_entries_node: u64,
     /// Peak resident memory of the whole simulator process (Linux `VmHWM`), when known:
@@ -469,6 +475,7 @@ impl Sim {
             memory: Memory {
                 peak_buffered_bytes_total: self.peak_buffered_total,
                 peak_buffered_bytes_node: self.peak_buffered_node,
+                sum_of_node_peaks_bytes: self.peak_buffered_node_sum,
                 peak_address_book_entries_node: self.peak_addrbook_node,
                 process_peak_rss_bytes: None,
             },
@@ -591,9 +598,10 @@ impl fmt::Display for Report {
         let m = &self.memory;
         writeln!(
             f,
-            "memory (core accounting): peak buffered {} total, {} per node; peak address book {} entries{}",
+            "memory (core accounting): peak buffered {} total (sampled), high-water {} per node ({} summed); peak address book {} entries{}",
             bytes(m.peak_buffered_bytes_total as f64),
             bytes(m.peak_buffered_bytes_node as f64),
+            bytes(m.sum_of_node_peaks_bytes as f64),
             m.peak_address_book_entries_node,
             m.process_peak_rss_bytes
                 .map(|r| format!("; process peak RSS {}", bytes(r as f64)))

@@ -101,6 +101,15 @@ impl Actor {
             Actor::Sybil(s) => s.buffered_bytes(),
         }
     }
+
+    /// The most this actor ever buffered at once: the node's own high-water mark (which
+    /// catches the transients between samples), a sybil's current figure.
+    pub(crate) fn peak_buffered_bytes(&self) -> usize {
+        match self {
+            Actor::Node(n) => n.peak_buffered_bytes(),
+            Actor::Sybil(s) => s.buffered_bytes(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,6 +433,7 @@ pub struct Sim {
     pub(crate) liveness_detail: Option<String>,
     pub(crate) peak_buffered_total: u64,
     pub(crate) peak_buffered_node: u64,
+    pub(crate) peak_buffered_node_sum: u64,
     pub(crate) peak_addrbook_node: u64,
     stopped: bool,
     started: bool,
@@ -507,6 +517,7 @@ impl Sim {
             liveness_detail: None,
             peak_buffered_total: 0,
             peak_buffered_node: 0,
+            peak_buffered_node_sum: 0,
             peak_addrbook_node: 0,
             stopped: false,
             started: false,
@@ -2447,14 +2458,15 @@ impl Sim {
             % (self.scenario.check_interval.as_nanos() / self.scenario.sample_interval.as_nanos())
                 .max(1) as u64
             == 0;
-        let mut total = 0u64;
+        let (mut total, mut peaks) = (0u64, 0u64);
         for i in 0..self.hosts.len() {
             let h = &self.hosts[i];
             let Some(a) = h.actor.as_ref() else { continue };
-            let b = a.buffered_bytes() as u64;
-            total += b;
+            total += a.buffered_bytes() as u64;
             if !h.sybil {
-                self.peak_buffered_node = self.peak_buffered_node.max(b);
+                let peak = a.peak_buffered_bytes() as u64;
+                peaks += peak;
+                self.peak_buffered_node = self.peak_buffered_node.max(peak);
             }
             if check {
                 if let Actor::Node(n) = a {
@@ -2486,6 +2498,7 @@ impl Sim {
             }
         }
         self.peak_buffered_total = self.peak_buffered_total.max(total);
+        self.peak_buffered_node_sum = self.peak_buffered_node_sum.max(peaks);
         if check {
             self.check_connections();
         }

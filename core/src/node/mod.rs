@@ -91,6 +91,9 @@ struct Conn {
     /// The deadline registered in the timer index for this connection.
     timer_at: Option<Timestamp>,
     closed: bool,
+    /// The connection's buffered bytes when it was last flushed (its share of
+    /// `Node::conns_buffered`).
+    buffered: usize,
 }
 
 #[derive(Debug)]
@@ -179,6 +182,13 @@ pub struct Node {
     dirty: Vec<ConnectionId>,
     /// The previous flush's batch, kept for its allocation.
     dirty_batch: Vec<ConnectionId>,
+    /// Bytes of the `Transmit`s waiting in `outputs`.
+    outputs_buffered: usize,
+    /// The connections' buffered bytes as of their last flush.
+    conns_buffered: usize,
+    /// The most `outputs_buffered + conns_buffered` ever reached (see
+    /// [`Node::peak_buffered_bytes`]).
+    peak_buffered: usize,
     timers: BTreeSet<(Timestamp, Timer)>,
     addrbook: AddressBook,
     persistent: BTreeMap<SocketAddr, Persistent>,
@@ -372,6 +382,9 @@ impl Node {
             outputs: VecDeque::new(),
             dirty: Vec::new(),
             dirty_batch: Vec::new(),
+            outputs_buffered: 0,
+            conns_buffered: 0,
+            peak_buffered: 0,
             timers: BTreeSet::new(),
             addrbook,
             persistent: BTreeMap::new(),
@@ -525,6 +538,7 @@ impl Node {
             pending_unicasts: self.unicasts.len(),
             pending_requests: self.requests.len(),
             buffered_bytes: self.buffered_bytes(),
+            peak_buffered_bytes: self.peak_buffered,
             per_peer: self.peers(),
             events_dropped: 0,
             sends_dropped: 0,
@@ -590,7 +604,19 @@ impl Node {
     /// input and command.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let out = self.outputs.pop_front();
+        if let Some(Output::Transmit { bytes, .. }) = &out {
+            self.outputs_buffered -= bytes.capacity();
+        }
+        out
+    }
+
+    /// The most bytes this node's buffers ever held at once, by the same accounting as
+    /// [`Node::buffered_bytes`], sampled whenever a connection's buffers change. A
+    /// simulator or a monitor reads it to learn the transient peaks a periodic sample of
+    /// `buffered_bytes` misses (outputs are usually drained within one step).
+    pub fn peak_buffered_bytes(&self) -> usize {
+        self.peak_buffered
     }
 
     /// When to pass [`Input::Timeout`] next.
@@ -654,7 +680,12 @@ impl Node {
         // Socket outputs go straight to the queue under one lookup; an event ends the
         // borrow so its handler can touch any connection, then draining resumes.
         loop {
-            let Node { conns, outputs, .. } = self;
+            let Node {
+                conns,
+                outputs,
+                outputs_buffered,
+                ..
+            } = self;
             let Some(c) = conns.get_mut(&id) else {
                 break;
             };
@@ -662,6 +693,7 @@ impl Node {
             while let Some(out) = c.conn.poll_output() {
                 match out {
                     ConnectionOutput::Transmit(bytes) => {
+                        *outputs_buffered += bytes.capacity();
                         outputs.push_back(Output::Transmit { conn: id, bytes })
                     }
                     ConnectionOutput::PauseRead => {
@@ -690,6 +722,13 @@ impl Node {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
+        // Every change to a connection's buffers passes through a flush, which ends here.
+        let buffered = c.conn.buffered_bytes();
+        self.conns_buffered = self.conns_buffered - c.buffered + buffered;
+        c.buffered = buffered;
+        self.peak_buffered = self
+            .peak_buffered
+            .max(self.conns_buffered + self.outputs_buffered);
         let next = c.conn.poll_timeout();
         if next != c.timer_at {
             if let Some(old) = c.timer_at {
@@ -702,6 +741,7 @@ impl Node {
         }
         if c.closed {
             let c = self.conns.remove(&id).expect("present");
+            self.conns_buffered -= c.buffered;
             if let Some(t) = c.timer_at {
                 self.timers.remove(&(t, Timer::Conn(id)));
             }
@@ -778,6 +818,7 @@ impl Node {
                 misbehaviour: 0,
                 timer_at: None,
                 closed: false,
+                buffered: 0,
             }),
         );
         self.dirty.push(id);

@@ -598,6 +598,9 @@ pub struct NetworkStats {
     pub pending_requests: usize,
     /// Bytes held in buffers by the core's own accounting ([`crate::node::Node::buffered_bytes`]).
     pub buffered_bytes: usize,
+    /// The most bytes the buffers ever held at once ([`crate::node::Node::peak_buffered_bytes`]).
+    #[serde(default)]
+    pub peak_buffered_bytes: usize,
     /// Per-peer figures.
     pub per_peer: Vec<PeerInfo>,
     /// Events an adapter could not hand to an application subscriber that fell too far
