@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use scenarios::{broadcast, conn_mem, connect, rtt, streams, Report};
+use scenarios::{broadcast, conn_mem, connect, floor, rtt, streams, Report};
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -62,6 +62,12 @@ enum Scenario {
     Broadcast(broadcast::Opts),
     /// Memory per idle connection.
     ConnMem(conn_mem::Opts),
+    /// `connect`'s floor: TCP plus a bare snow handshake, no library code.
+    FloorConnect(floor::ConnectOpts),
+    /// `rtt`'s floor: a TCP ping-pong, no library code.
+    FloorRtt(floor::RttOpts),
+    /// `broadcast`'s floor: one task writing to P sockets, no library code.
+    FloorBroadcast(floor::BroadcastOpts),
     /// Every scenario in turn, each in a child process (one JSON line each).
     All,
 }
@@ -79,6 +85,9 @@ const SUITE: &[&str] = &[
     "broadcast --subscribers 100 --rounds 50 --warmup 5 --size 1024",
     "broadcast --subscribers 1000 --rounds 50 --warmup 5 --size 1024",
     "conn-mem --conns 1000 --batch 100 --settle-ms 1000",
+    "floor-connect --n 200 --warmup 10",
+    "floor-rtt --n 10000 --warmup 500 --size 64",
+    "floor-broadcast --subscribers 100 --rounds 50 --warmup 5 --size 1024",
 ];
 
 fn main() -> ExitCode {
@@ -106,6 +115,9 @@ fn run_one(scenario: Scenario, workers: usize, timeout_s: f64) -> ExitCode {
         Scenario::Msgrate(o) => Box::pin(streams::run_msgrate(o, budget)),
         Scenario::Broadcast(o) => Box::pin(broadcast::run(o, budget)),
         Scenario::ConnMem(o) => Box::pin(conn_mem::run(o, budget)),
+        Scenario::FloorConnect(o) => Box::pin(floor::run_connect(o, budget)),
+        Scenario::FloorRtt(o) => Box::pin(floor::run_rtt(o, budget)),
+        Scenario::FloorBroadcast(o) => Box::pin(floor::run_broadcast(o, budget)),
         Scenario::All => unreachable!("handled by run_all"),
     };
 
@@ -188,6 +200,9 @@ fn scenario_name(s: &Scenario) -> &'static str {
         Scenario::Msgrate(_) => "msgrate",
         Scenario::Broadcast(_) => "broadcast",
         Scenario::ConnMem(_) => "conn-mem",
+        Scenario::FloorConnect(_) => "floor-connect",
+        Scenario::FloorRtt(_) => "floor-rtt",
+        Scenario::FloorBroadcast(_) => "floor-broadcast",
         Scenario::All => "all",
     }
 }

@@ -4,6 +4,7 @@
 pub mod broadcast;
 pub mod conn_mem;
 pub mod connect;
+pub mod floor;
 pub mod rtt;
 pub mod streams;
 
