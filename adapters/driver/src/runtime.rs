@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::channel::mpsc;
-use futures::future::{select, Either};
-use futures::StreamExt;
+use futures::future::{select, AbortHandle, Abortable, Either};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use silver_p2p_core::node::{ConnectionId, Node};
 use silver_p2p_core::ConfigError;
 use silver_p2p_core::PeerId;
+use std::task::Poll;
 
 use crate::clock::Clock;
 use crate::core_loop::{DriverCore, LoopEvent, SocketTable};
@@ -40,6 +42,14 @@ pub trait ReadHalf: Send + 'static {
     /// through [`ReadHalf::read`] and a per-connection [`ReadBuffer`]. Must be cancel-safe.
     fn readable(&mut self) -> BoxFuture<'_, io::Result<()>> {
         Box::pin(std::future::ready(Err(io::ErrorKind::Unsupported.into())))
+    }
+
+    /// Whether [`ReadHalf::readable`] and [`ReadHalf::try_read`] work. Then the loop
+    /// itself waits for the socket and reads it, with no reader task between the socket
+    /// and the node (one task wake-up less per message received); otherwise a reader task
+    /// per connection reads and hands the bytes over.
+    fn supports_readiness(&self) -> bool {
+        false
     }
 
     /// Reads what is available without waiting: `Ok(0)` is end of stream, `WouldBlock`
@@ -165,11 +175,30 @@ enum ToWriter {
     Close,
 }
 
-struct ConnIo {
+struct ConnIo<R: Runtime> {
     writer: mpsc::UnboundedSender<ToWriter>,
-    reader: mpsc::UnboundedSender<bool>,
-    credit: Arc<ReadCredit>,
+    reader: ReaderIo<R>,
 }
+
+/// How a connection is read.
+enum ReaderIo<R: Runtime> {
+    /// By a reader task, paused and resumed through `ctl`, bounded by `credit`.
+    Task {
+        ctl: mpsc::UnboundedSender<bool>,
+        credit: Arc<ReadCredit>,
+    },
+    /// By the loop itself (runtimes with readiness): the read half waits for readiness in
+    /// the table's `ready` set (`abort` cancels that wait), or sits in `parked` while
+    /// reading is paused.
+    InLoop {
+        abort: AbortHandle,
+        paused: bool,
+        parked: Option<R::Read>,
+    },
+}
+
+/// A read half that became readable (or failed waiting), for the loop to read.
+type Readiness<R> = (ConnectionId, <R as Runtime>::Read, io::Result<()>);
 
 /// Starts a node on runtime `rt`: binds the listeners, loads or creates the identity and the
 /// peers snapshot from the data directory, and spawns the loop. Returns the handle.
@@ -426,11 +455,14 @@ async fn write_until_closed<R: Runtime>(
     }
 }
 
-/// The async runtimes' socket table: per-connection reader and writer tasks.
+/// The async runtimes' socket table: per-connection writer tasks, and reader tasks or
+/// readiness waits inside the loop.
 struct AsyncTable<R: Runtime> {
     rt: R,
     tx: mpsc::UnboundedSender<Msg<R>>,
-    io: BTreeMap<ConnectionId, ConnIo>,
+    io: BTreeMap<ConnectionId, ConnIo<R>>,
+    /// Read halves waiting for readiness, read by the loop ([`ReaderIo::InLoop`]).
+    ready: FuturesUnordered<Abortable<BoxFuture<'static, Readiness<R>>>>,
     /// Writer tasks still running (they end with `LoopEvent::Flushed`).
     writers: usize,
     /// [`crate::NodeOptions::max_unprocessed_read_bytes`].
@@ -443,6 +475,72 @@ impl<R: Runtime> AsyncTable<R> {
             self.writers = self.writers.saturating_sub(1);
         }
     }
+
+    /// Waits for `r` to become readable, inside the loop; returns the handle that cancels
+    /// the wait.
+    fn arm(&mut self, conn: ConnectionId, mut r: R::Read) -> AbortHandle {
+        let (abort, registration) = AbortHandle::new_pair();
+        let wait: BoxFuture<'static, Readiness<R>> = Box::pin(async move {
+            let ready = r.readable().await;
+            (conn, r, ready)
+        });
+        self.ready.push(Abortable::new(wait, registration));
+        abort
+    }
+
+    /// Waits again for a read half the loop just read, unless its connection closed (the
+    /// half is dropped) or reading is paused (it is parked).
+    fn rearm(&mut self, conn: ConnectionId, r: R::Read) {
+        let paused = match self.io.get(&conn).map(|c| &c.reader) {
+            Some(ReaderIo::InLoop { paused, .. }) => *paused,
+            _ => return,
+        };
+        if paused {
+            if let Some(ReaderIo::InLoop { parked, .. }) =
+                self.io.get_mut(&conn).map(|c| &mut c.reader)
+            {
+                *parked = Some(r);
+            }
+            return;
+        }
+        let handle = self.arm(conn, r);
+        if let Some(ReaderIo::InLoop { abort, .. }) = self.io.get_mut(&conn).map(|c| &mut c.reader)
+        {
+            *abort = handle;
+        }
+    }
+}
+
+/// Reads a connection whose read half became readable and hands the bytes to the core,
+/// then waits again. What the loop does instead of a reader task on runtimes with
+/// readiness.
+fn read_in_loop<R: Runtime>(
+    core: &mut DriverCore,
+    table: &mut AsyncTable<R>,
+    (conn, mut r, ready): Readiness<R>,
+) {
+    if !table.io.contains_key(&conn) {
+        return; // closed meanwhile: drop the half
+    }
+    let outcome = ready.and_then(|()| read_ready(&mut r));
+    match outcome {
+        Ok(bytes) if bytes.is_empty() => {
+            core.handle_event(LoopEvent::Ended(conn, None), table);
+        }
+        Ok(bytes) => {
+            core.handle_event(LoopEvent::Received(conn, bytes), table);
+            table.rearm(conn, r);
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            table.rearm(conn, r);
+        }
+        Err(e) => core.handle_event(LoopEvent::Ended(conn, Some(e.to_string())), table),
+    }
 }
 
 impl<R: Runtime> SocketTable for AsyncTable<R> {
@@ -450,31 +548,43 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
 
     fn open(&mut self, conn: ConnectionId, (r, w): Self::Stream) {
         let (wtx, wrx) = mpsc::unbounded();
-        let (rtx, rrx) = mpsc::unbounded();
-        let credit = ReadCredit::new(self.read_limit);
         self.writers += 1;
         self.rt
             .spawn(Box::pin(writer::<R>(w, conn, self.tx.clone(), wrx)));
-        self.rt.spawn(Box::pin(reader::<R>(
-            r,
-            conn,
-            self.tx.clone(),
-            rrx,
-            credit.clone(),
-        )));
+        let reader = if r.supports_readiness() {
+            ReaderIo::InLoop {
+                abort: self.arm(conn, r),
+                paused: false,
+                parked: None,
+            }
+        } else {
+            let (ctl, rrx) = mpsc::unbounded();
+            let credit = ReadCredit::new(self.read_limit);
+            self.rt.spawn(Box::pin(reader::<R>(
+                r,
+                conn,
+                self.tx.clone(),
+                rrx,
+                credit.clone(),
+            )));
+            ReaderIo::Task { ctl, credit }
+        };
         self.io.insert(
             conn,
             ConnIo {
                 writer: wtx,
-                reader: rtx,
-                credit,
+                reader,
             },
         );
     }
 
     fn processed(&mut self, conn: ConnectionId, n: usize) {
-        if let Some(c) = self.io.get(&conn) {
-            c.credit.processed(n);
+        if let Some(ConnIo {
+            reader: ReaderIo::Task { credit, .. },
+            ..
+        }) = self.io.get(&conn)
+        {
+            credit.processed(n);
         }
     }
 
@@ -487,13 +597,32 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
     fn close(&mut self, conn: ConnectionId) {
         if let Some(c) = self.io.remove(&conn) {
             let _ = c.writer.unbounded_send(ToWriter::Close);
-            c.credit.close();
+            match c.reader {
+                ReaderIo::Task { credit, .. } => credit.close(),
+                ReaderIo::InLoop { abort, .. } => abort.abort(),
+            }
         }
     }
 
-    fn pause(&mut self, conn: ConnectionId, paused: bool) {
-        if let Some(c) = self.io.get(&conn) {
-            let _ = c.reader.unbounded_send(paused);
+    fn pause(&mut self, conn: ConnectionId, pause: bool) {
+        let resume = match self.io.get_mut(&conn).map(|c| &mut c.reader) {
+            Some(ReaderIo::Task { ctl, .. }) => {
+                let _ = ctl.unbounded_send(pause);
+                None
+            }
+            // A half waiting for readiness is parked when it comes back (see `rearm`).
+            Some(ReaderIo::InLoop { paused, parked, .. }) => {
+                *paused = pause;
+                if pause {
+                    None
+                } else {
+                    parked.take()
+                }
+            }
+            None => None,
+        };
+        if let Some(r) = resume {
+            self.rearm(conn, r);
         }
     }
 
@@ -504,6 +633,21 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
             let _ = tx.unbounded_send(LoopEvent::Dialed(conn, r));
         }));
     }
+}
+
+/// Sockets the loop reads in one turn at most before it acts on what it read (sends what
+/// the node produced): bounds the latency one busy connection adds to the others.
+const MAX_READS_PER_TURN: usize = 32;
+
+/// What woke the loop.
+enum Wake<R: Runtime> {
+    /// A message from the handles, the writers, the reader tasks or the dialers (`None`:
+    /// every sender is gone).
+    Message(Option<Msg<R>>),
+    /// A read half the loop reads itself became readable.
+    Readable(Readiness<R>),
+    /// The deadline passed.
+    Timer,
 }
 
 /// The loop: waits for socket events, commands or the next deadline, applies them to the
@@ -518,6 +662,7 @@ async fn run<R: Runtime>(
         rt: rt.clone(),
         tx,
         io: BTreeMap::new(),
+        ready: FuturesUnordered::new(),
         writers: 0,
         read_limit: core.read_credit_limit(),
     };
@@ -542,21 +687,59 @@ async fn run<R: Runtime>(
             core.complete_stop();
             return;
         }
-        let msg = match core.next_deadline() {
+        let mut timer = match core.next_deadline() {
             Some(deadline) if deadline <= Instant::now() => None,
-            Some(deadline) => match select(rx.next(), rt.sleep_until(deadline)).await {
-                Either::Left((m, _)) => m,
-                Either::Right(_) => None,
-            },
-            None => rx.next().await,
+            Some(deadline) => Some(rt.sleep_until(deadline)),
+            None => Some(Box::pin(std::future::pending()) as BoxFuture<'static, ()>),
         };
-        if let Some(msg) = msg {
-            table.note(&msg);
-            core.handle_event(msg, &mut table);
-            // Take whatever else is already waiting before acting, so bursts are batched.
+        let wake = match &mut timer {
+            None => Wake::<R>::Timer,
+            Some(timer) => {
+                futures::future::poll_fn(|cx| {
+                    if let Poll::Ready(m) = rx.poll_next_unpin(cx) {
+                        return Poll::Ready(Wake::Message(m));
+                    }
+                    // An aborted wait (its connection closed) finishes with nothing to do.
+                    while let Poll::Ready(Some(r)) = table.ready.poll_next_unpin(cx) {
+                        if let Ok(r) = r {
+                            return Poll::Ready(Wake::Readable(r));
+                        }
+                    }
+                    if timer.poll_unpin(cx).is_ready() {
+                        return Poll::Ready(Wake::Timer);
+                    }
+                    Poll::Pending
+                })
+                .await
+            }
+        };
+        match wake {
+            Wake::Message(Some(msg)) => {
+                table.note(&msg);
+                core.handle_event(msg, &mut table);
+            }
+            Wake::Readable(r) => read_in_loop(&mut core, &mut table, r),
+            Wake::Message(None) | Wake::Timer => {}
+        }
+        // Take whatever else is already waiting before acting, so bursts are batched: every
+        // queued message, then any socket already readable, in turn, so neither starves.
+        // (Polling `ready` here with a no-op waker is harmless: the wait above polls it with
+        // the loop's own waker before the loop sleeps.)
+        for _ in 0..MAX_READS_PER_TURN {
+            let mut progressed = false;
             while let Ok(msg) = rx.try_recv() {
                 table.note(&msg);
                 core.handle_event(msg, &mut table);
+                progressed = true;
+            }
+            if let Some(Some(r)) = table.ready.next().now_or_never() {
+                if let Ok(r) = r {
+                    read_in_loop(&mut core, &mut table, r);
+                }
+                progressed = true;
+            }
+            if !progressed {
+                break;
             }
         }
         // The timer may have fired late or not at all: check the clock ourselves.

@@ -283,3 +283,64 @@ pub async fn direct_send_scenario(a: NetworkHandle, b: NetworkHandle) {
         .await
         .unwrap();
 }
+
+/// A configuration whose per-peer message rate is far below a burst of direct messages
+/// (2,000 per second, in bursts of 500), so receiving one pauses and resumes reading many
+/// times; never abusive.
+pub fn slow_reader_config() -> NodeConfig {
+    let mut c = test_config();
+    let r = &mut c.rate_limit;
+    r.messages_per_sec = 2_000;
+    r.message_burst = 500;
+    r.abuse_threshold = 1000;
+    r.abuse_window_ms = 1;
+    c
+}
+
+/// a sends b (started with [`slow_reader_config`]) 2,000 direct messages, four times b's
+/// message burst: b's node pauses reading a's socket whenever a's messages outrun its
+/// rate and resumes it later. Every message still arrives, once and in order, and a is not
+/// banned.
+pub async fn paused_reading_scenario(a: NetworkHandle, b: NetworkHandle) {
+    const COUNT: u32 = 2_000;
+    let mut a_events = a.events();
+    let mut b_events = b.events();
+    a.connect_to_peer(b.dial_addr().unwrap()).await.unwrap();
+    let connected = |e| matches!(e, Event::PeerConnected { .. }).then_some(());
+    within("a connects", wait_for(&mut a_events, connected)).await;
+    within("b connects", wait_for(&mut b_events, connected)).await;
+    for i in 0..COUNT {
+        // 1 KiB each, so the burst spans many reads and pauses fall between them.
+        let mut payload = vec![0u8; 1024];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        a.send(b.peer_id(), 4, Bytes::from(payload)).await.unwrap();
+    }
+    within("every message through paused reads", async {
+        for expected in 0..COUNT {
+            let data = wait_for(&mut b_events, |e| match e {
+                Event::Direct { kind: 4, data, .. } => Some(data),
+                Event::PeerDisconnected { reason, .. } => panic!("a was dropped: {reason:?}"),
+                _ => None,
+            })
+            .await;
+            assert_eq!(data[..4], expected.to_be_bytes(), "in order, each once");
+        }
+    })
+    .await;
+    let stats = b.stats().await.unwrap();
+    assert!(
+        stats.counters.rate_limit_pauses > 0,
+        "b paused reading: {:?}",
+        stats.counters
+    );
+    assert!(
+        stats.per_peer.iter().any(|p| p.peer == a.peer_id()),
+        "a is still connected"
+    );
+    within("stop a", a.stop(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    within("stop b", b.stop(Duration::from_secs(1)))
+        .await
+        .unwrap();
+}

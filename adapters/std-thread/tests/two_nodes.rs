@@ -2,7 +2,8 @@
 //! scenario is async; it runs on a minimal executor while the nodes run on threads).
 
 use silver_p2p_driver::testing::{
-    direct_send_scenario, test_config, tight_send_config, two_node_scenario,
+    direct_send_scenario, paused_reading_scenario, slow_reader_config, test_config,
+    tight_send_config, two_node_scenario,
 };
 use silver_p2p_std_thread::NetworkManager;
 
@@ -21,4 +22,15 @@ fn a_burst_of_direct_messages_meets_back_pressure_and_arrives_whole() {
     let a = start().unwrap();
     let b = start().unwrap();
     futures::executor::block_on(direct_send_scenario(a.0.clone(), b.0.clone()));
+}
+
+#[test]
+fn reading_paused_by_the_rate_limit_loses_nothing() {
+    let a = NetworkManager::new(test_config(), vec!["127.0.0.1:0".parse().unwrap()])
+        .start()
+        .unwrap();
+    let b = NetworkManager::new(slow_reader_config(), vec!["127.0.0.1:0".parse().unwrap()])
+        .start()
+        .unwrap();
+    futures::executor::block_on(paused_reading_scenario(a.0.clone(), b.0.clone()));
 }

@@ -51,6 +51,9 @@ impl ReadHalf for Reader {
     fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         self.0.try_read_buf(buf)
     }
+    fn supports_readiness(&self) -> bool {
+        true
+    }
 }
 
 impl WriteHalf for Writer {

@@ -1,7 +1,8 @@
 //! Two tokio nodes over real loopback sockets run the shared adapter scenario.
 
 use silver_p2p_driver::testing::{
-    direct_send_scenario, test_config, tight_send_config, two_node_scenario,
+    direct_send_scenario, paused_reading_scenario, slow_reader_config, test_config,
+    tight_send_config, two_node_scenario,
 };
 use silver_p2p_tokio::NetworkManager;
 
@@ -20,6 +21,19 @@ async fn a_burst_of_direct_messages_meets_back_pressure_and_arrives_whole() {
     let a = start().await.unwrap();
     let b = start().await.unwrap();
     direct_send_scenario(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_paused_by_the_rate_limit_loses_nothing() {
+    let a = NetworkManager::new(test_config(), vec!["127.0.0.1:0".parse().unwrap()])
+        .start()
+        .await
+        .unwrap();
+    let b = NetworkManager::new(slow_reader_config(), vec!["127.0.0.1:0".parse().unwrap()])
+        .start()
+        .await
+        .unwrap();
+    paused_reading_scenario(a, b).await;
 }
 
 #[tokio::test]
