@@ -46,7 +46,8 @@ def headline(d):
     return {"connect": lambda: r["connect_us"]["median"], "rtt": lambda: r["rtt_us"]["median"],
             "rtt-stream": lambda: r["rtt_us"]["median"], "throughput": lambda: r["rx_mb_per_s_median"],
             "msgrate": lambda: r["msgs_per_sec"], "broadcast": lambda: r["all_received_ms"]["median"],
-            "conn-mem": lambda: r["kib_per_endpoint"]}[s]()
+            "conn-mem": lambda: r["kib_per_endpoint"], "floor-connect": lambda: r["connect_us"]["median"],
+            "floor-rtt": lambda: r["rtt_us"]["median"], "floor-broadcast": lambda: r["all_received_ms"]["median"]}[s]()
 groups = collections.OrderedDict()
 for d in rows:
     p = d.get("params") or {}
