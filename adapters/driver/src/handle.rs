@@ -170,7 +170,7 @@ impl NetworkHandle {
     /// queued when the peer disconnects are dropped and counted in
     /// [`NetworkStats::sends_dropped`].
     pub async fn send(&self, peer: PeerId, kind: u32, data: Bytes) -> Result<(), HandleError> {
-        let data = self.outbox.0.check(kind, data)?;
+        self.outbox.0.check(kind, data.len())?;
         let mut item = Some((kind, data));
         let pushed =
             futures::future::poll_fn(|cx| self.outbox.0.poll_push(cx, &peer, &mut item)).await?;

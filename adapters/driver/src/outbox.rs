@@ -93,9 +93,8 @@ impl Outbox {
     }
 
     /// Checks what can be checked before queueing: the message's size.
-    pub(crate) fn check(&self, kind: AppKind, data: Bytes) -> Result<Bytes, HandleError> {
-        let msg = Message::Direct { kind, data };
-        let len = msg.encoded_len();
+    pub(crate) fn check(&self, kind: AppKind, len: usize) -> Result<(), HandleError> {
+        let len = Message::direct_len(kind, len);
         if len > self.max_message_size {
             return Err(CommandError::TooLarge {
                 len,
@@ -103,10 +102,7 @@ impl Outbox {
             }
             .into());
         }
-        let Message::Direct { data, .. } = msg else {
-            unreachable!("built above")
-        };
-        Ok(data)
+        Ok(())
     }
 
     /// Queues `item` for `peer` (taking it out of the option), or registers the task to be
