@@ -113,6 +113,13 @@ fn read_ready<H: ReadHalf>(r: &mut H) -> io::Result<Vec<u8>> {
 pub trait WriteHalf: Send + 'static {
     /// Writes all of `buf`.
     fn write_all<'a>(&'a mut self, buf: &'a [u8]) -> BoxFuture<'a, io::Result<()>>;
+    /// Writes what the socket takes now without waiting (`WouldBlock` if nothing). Runtimes
+    /// that implement it let the loop write a transmit itself while the connection's writer
+    /// task has nothing queued, saving a task wake-up per message; the default reports
+    /// `Unsupported` and every transmit goes through the writer task.
+    fn try_write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// Flushes and shuts the write side down.
     fn close(&mut self) -> BoxFuture<'_, io::Result<()>>;
 }
@@ -177,7 +184,19 @@ enum ToWriter {
 
 struct ConnIo<R: Runtime> {
     writer: mpsc::UnboundedSender<ToWriter>,
+    /// The write half, shared by the loop (while nothing is queued) and the writer task.
+    write: Arc<SharedWrite<R::Write>>,
+    /// Whether the runtime can write without waiting ([`WriteHalf::try_write`]).
+    direct: bool,
     reader: ReaderIo<R>,
+}
+
+/// A connection's write half and how many transmits wait for its writer task. The loop
+/// writes directly only when none wait (so bytes keep their order) and the writer task
+/// does not hold the half.
+struct SharedWrite<W> {
+    half: futures::lock::Mutex<W>,
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 /// How a connection is read.
@@ -400,7 +419,7 @@ async fn reader<R: Runtime>(
 }
 
 async fn writer<R: Runtime>(
-    w: R::Write,
+    w: Arc<SharedWrite<R::Write>>,
     conn: ConnectionId,
     tx: mpsc::UnboundedSender<Msg<R>>,
     rx: mpsc::UnboundedReceiver<ToWriter>,
@@ -410,7 +429,7 @@ async fn writer<R: Runtime>(
 }
 
 async fn write_until_closed<R: Runtime>(
-    mut w: R::Write,
+    shared: Arc<SharedWrite<R::Write>>,
     conn: ConnectionId,
     tx: &mpsc::UnboundedSender<Msg<R>>,
     mut rx: mpsc::UnboundedReceiver<ToWriter>,
@@ -418,6 +437,7 @@ async fn write_until_closed<R: Runtime>(
     /// Transmits waiting together are written with one call, up to this size.
     const BATCH: usize = 512 * 1024;
     while let Some(msg) = rx.next().await {
+        let mut w = shared.half.lock().await;
         let mut buf = match msg {
             ToWriter::Data(b) => b,
             ToWriter::Close => {
@@ -425,10 +445,12 @@ async fn write_until_closed<R: Runtime>(
                 return;
             }
         };
+        let mut items = 1;
         let mut close = false;
         while buf.len() < BATCH {
             match rx.try_recv() {
                 Ok(ToWriter::Data(more)) => {
+                    items += 1;
                     if buf.capacity() < buf.len() + more.len() {
                         // Sized once for the whole batch: growing by doubling would copy
                         // the bytes gathered so far again at every step.
@@ -447,9 +469,16 @@ async fn write_until_closed<R: Runtime>(
             let _ = tx.unbounded_send(LoopEvent::Ended(conn, Some(e.to_string())));
             return;
         }
-        let _ = tx.unbounded_send(LoopEvent::Written(conn, buf.len()));
         if close {
             let _ = w.close().await;
+        }
+        drop(w);
+        // Only now may the loop write directly again: everything queued is in the socket.
+        shared
+            .queued
+            .fetch_sub(items, std::sync::atomic::Ordering::AcqRel);
+        let _ = tx.unbounded_send(LoopEvent::Written(conn, buf.len()));
+        if close {
             return;
         }
     }
@@ -549,8 +578,16 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
     fn open(&mut self, conn: ConnectionId, (r, w): Self::Stream) {
         let (wtx, wrx) = mpsc::unbounded();
         self.writers += 1;
-        self.rt
-            .spawn(Box::pin(writer::<R>(w, conn, self.tx.clone(), wrx)));
+        let write = Arc::new(SharedWrite {
+            half: futures::lock::Mutex::new(w),
+            queued: std::sync::atomic::AtomicUsize::new(0),
+        });
+        self.rt.spawn(Box::pin(writer::<R>(
+            write.clone(),
+            conn,
+            self.tx.clone(),
+            wrx,
+        )));
         let reader = if r.supports_readiness() {
             ReaderIo::InLoop {
                 abort: self.arm(conn, r),
@@ -573,6 +610,8 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
             conn,
             ConnIo {
                 writer: wtx,
+                write,
+                direct: true,
                 reader,
             },
         );
@@ -588,10 +627,37 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
         }
     }
 
-    fn write(&mut self, conn: ConnectionId, bytes: Vec<u8>) {
-        if let Some(c) = self.io.get(&conn) {
-            let _ = c.writer.unbounded_send(ToWriter::Data(bytes));
+    fn write(&mut self, conn: ConnectionId, mut bytes: Vec<u8>) {
+        use std::sync::atomic::Ordering;
+        let Some(c) = self.io.get_mut(&conn) else {
+            return;
+        };
+        // Nothing queued for the writer task: write now, from the loop, what the socket
+        // takes, and queue only the rest.
+        if c.direct && c.write.queued.load(Ordering::Acquire) == 0 {
+            if let Some(mut w) = c.write.half.try_lock() {
+                match w.try_write(&bytes) {
+                    Ok(n) => {
+                        // Reported through the loop's own channel: it is read this turn.
+                        let _ = self.tx.unbounded_send(LoopEvent::Written(conn, n));
+                        if n == bytes.len() {
+                            return;
+                        }
+                        bytes.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => c.direct = false,
+                    Err(e) => {
+                        let _ = self
+                            .tx
+                            .unbounded_send(LoopEvent::Ended(conn, Some(e.to_string())));
+                        return;
+                    }
+                }
+            }
         }
+        c.write.queued.fetch_add(1, Ordering::AcqRel);
+        let _ = c.writer.unbounded_send(ToWriter::Data(bytes));
     }
 
     fn close(&mut self, conn: ConnectionId) {

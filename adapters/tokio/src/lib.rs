@@ -63,6 +63,9 @@ impl WriteHalf for Writer {
     fn close(&mut self) -> BoxFuture<'_, io::Result<()>> {
         Box::pin(self.0.shutdown())
     }
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
 }
 
 fn split(s: TcpStream) -> io::Result<(Reader, Writer)> {
