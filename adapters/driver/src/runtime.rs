@@ -490,6 +490,8 @@ struct AsyncTable<R: Runtime> {
     rt: R,
     tx: mpsc::UnboundedSender<Msg<R>>,
     io: BTreeMap<ConnectionId, ConnIo<R>>,
+    /// Transmits the loop may still write itself this turn (see [`MAX_DIRECT_WRITES_PER_TURN`]).
+    direct_budget: usize,
     /// Read halves waiting for readiness, read by the loop ([`ReaderIo::InLoop`]).
     ready: FuturesUnordered<Abortable<BoxFuture<'static, Readiness<R>>>>,
     /// Writer tasks still running (they end with `LoopEvent::Flushed`).
@@ -634,7 +636,8 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
         };
         // Nothing queued for the writer task: write now, from the loop, what the socket
         // takes, and queue only the rest.
-        if c.direct && c.write.queued.load(Ordering::Acquire) == 0 {
+        if c.direct && self.direct_budget > 0 && c.write.queued.load(Ordering::Acquire) == 0 {
+            self.direct_budget -= 1;
             if let Some(mut w) = c.write.half.try_lock() {
                 match w.try_write(&bytes) {
                     Ok(n) => {
@@ -705,6 +708,11 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
 /// the node produced): bounds the latency one busy connection adds to the others.
 const MAX_READS_PER_TURN: usize = 32;
 
+/// Transmits the loop writes itself in one turn at most; the rest of a burst (a broadcast to
+/// many peers) goes to the connections' writer tasks, which spread the system calls over the
+/// runtime's threads.
+const MAX_DIRECT_WRITES_PER_TURN: usize = 16;
+
 /// What woke the loop.
 enum Wake<R: Runtime> {
     /// A message from the handles, the writers, the reader tasks or the dialers (`None`:
@@ -729,10 +737,12 @@ async fn run<R: Runtime>(
         tx,
         io: BTreeMap::new(),
         ready: FuturesUnordered::new(),
+        direct_budget: 0,
         writers: 0,
         read_limit: core.read_credit_limit(),
     };
     loop {
+        table.direct_budget = MAX_DIRECT_WRITES_PER_TURN;
         core.act(&mut table);
         if core.is_finished() {
             let conns: Vec<ConnectionId> = table.io.keys().copied().collect();
