@@ -63,11 +63,11 @@ enum Scenario {
     /// Memory per idle connection.
     ConnMem(conn_mem::Opts),
     /// `connect`'s floor: TCP plus a bare snow handshake, no library code.
-    FloorConnect(floor::ConnectOpts),
+    FloorConnect(connect::Opts),
     /// `rtt`'s floor: a TCP ping-pong, no library code.
-    FloorRtt(floor::RttOpts),
+    FloorRtt(rtt::Opts),
     /// `broadcast`'s floor: one task writing to P sockets, no library code.
-    FloorBroadcast(floor::BroadcastOpts),
+    FloorBroadcast(broadcast::Opts),
     /// Every scenario in turn, each in a child process (one JSON line each).
     All,
 }

@@ -570,8 +570,15 @@ impl Connection {
     /// Whether the outbound queue has room for one more message of `len` encoded bytes: if
     /// not, [`Connection::send`] would refuse it with [`SendError::QueueFull`].
     pub fn has_room(&self, len: usize) -> bool {
-        self.queue.messages() < self.config.max_queued_messages
-            && self.queue.bytes() + len <= self.config.max_queued_bytes
+        self.queue.room_for(len, &self.queue_limits()).is_ok()
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_bytes: self.config.max_queued_bytes,
+            max_messages: self.config.max_queued_messages,
+            chunk_len: self.config.chunk_size,
+        }
     }
 
     /// Queues `msg` for the peer. Allowed from creation on: messages queued before the
@@ -628,11 +635,7 @@ impl Connection {
                 max: self.config.max_message_size,
             });
         }
-        let limits = QueueLimits {
-            max_bytes: self.config.max_queued_bytes,
-            max_messages: self.config.max_queued_messages,
-            chunk_len: self.config.chunk_size,
-        };
+        let limits = self.queue_limits();
         self.queue.push(msg, len, &limits).map_err(|e| {
             self.stats.errors += 1;
             match e {

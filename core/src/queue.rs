@@ -104,6 +104,18 @@ impl OutboundQueue {
         self.reply_bytes
     }
 
+    /// Whether a message whose encoding is `len` bytes fits within `limits` now (what
+    /// [`OutboundQueue::push`] would refuse otherwise).
+    pub(crate) fn room_for(&self, len: usize, limits: &QueueLimits) -> Result<(), QueueFull> {
+        if self.messages >= limits.max_messages {
+            return Err(QueueFull::Messages);
+        }
+        if self.bytes + len > limits.max_bytes {
+            return Err(QueueFull::Bytes);
+        }
+        Ok(())
+    }
+
     /// Queues `msg` whose encoding is `len` bytes.
     pub(crate) fn push(
         &mut self,
@@ -111,12 +123,7 @@ impl OutboundQueue {
         len: usize,
         limits: &QueueLimits,
     ) -> Result<(), QueueFull> {
-        if self.messages >= limits.max_messages {
-            return Err(QueueFull::Messages);
-        }
-        if self.bytes + len > limits.max_bytes {
-            return Err(QueueFull::Bytes);
-        }
+        self.room_for(len, limits)?;
         self.bytes += len;
         self.messages += 1;
         let reply = is_reply(msg.kind());

@@ -36,10 +36,11 @@ pub trait ReadHalf: Send + 'static {
     fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<usize>>;
 
     /// Waits until [`ReadHalf::try_read`] would not block, holding no buffer meanwhile.
-    /// Runtimes with readiness notifications (tokio) implement this pair, so an idle
-    /// connection owns no read buffer at all: the loop reads into a buffer shared by every
-    /// connection of the thread. The default reports `Unsupported`, and the loop then reads
-    /// through [`ReadHalf::read`] and a per-connection [`ReadBuffer`]. Must be cancel-safe.
+    /// Runtimes with readiness notifications (tokio) implement this pair and
+    /// [`ReadHalf::supports_readiness`], so an idle connection owns no read buffer at all:
+    /// the loop reads into a buffer shared by every connection of the thread. The default
+    /// reports `Unsupported`; a reader task then reads through [`ReadHalf::read`] and a
+    /// per-connection [`ReadBuffer`]. Must be cancel-safe.
     fn readable(&mut self) -> BoxFuture<'_, io::Result<()>> {
         Box::pin(std::future::ready(Err(io::ErrorKind::Unsupported.into())))
     }
@@ -69,13 +70,6 @@ pub trait ReadHalf: Send + 'static {
         buf.truncate(start + *result.as_ref().unwrap_or(&0));
         result
     }
-}
-
-/// How a reader task reads: by readiness into the thread's shared buffer when the runtime
-/// supports it, or else by awaiting reads into its own buffer.
-enum ReadMode {
-    Readiness,
-    Owned(ReadBuffer),
 }
 
 thread_local! {
@@ -351,7 +345,8 @@ async fn reader<R: Runtime>(
     mut ctl: mpsc::UnboundedReceiver<bool>,
     credit: Arc<ReadCredit>,
 ) {
-    let mut mode = ReadMode::Readiness;
+    // Reader tasks exist only on runtimes without readiness (see `supports_readiness`).
+    let mut buf = ReadBuffer::default();
     let mut paused = false;
     loop {
         if paused {
@@ -370,27 +365,9 @@ async fn reader<R: Runtime>(
             }
             continue;
         }
-        let outcome = match &mut mode {
-            ReadMode::Readiness => {
-                let ready = or_control(r.readable(), &mut ctl).await;
-                match ready {
-                    Either::Left(Ok(())) => Either::Left(read_ready(&mut r)),
-                    Either::Left(Err(e)) if e.kind() == io::ErrorKind::Unsupported => {
-                        mode = ReadMode::Owned(ReadBuffer::default());
-                        continue;
-                    }
-                    Either::Left(Err(e)) => Either::Left(Err(e)),
-                    Either::Right(ctl_msg) => Either::Right(ctl_msg),
-                }
-            }
-            ReadMode::Owned(buf) => {
-                let read = or_control(r.read(buf.for_read()), &mut ctl).await;
-                match read {
-                    Either::Left(Ok(n)) => Either::Left(Ok(buf.take(n))),
-                    Either::Left(Err(e)) => Either::Left(Err(e)),
-                    Either::Right(ctl_msg) => Either::Right(ctl_msg),
-                }
-            }
+        let outcome = match or_control(r.read(buf.for_read()), &mut ctl).await {
+            Either::Left(read) => Either::Left(read.map(|n| buf.take(n))),
+            Either::Right(ctl_msg) => Either::Right(ctl_msg),
         };
         match outcome {
             Either::Left(Ok(bytes)) if bytes.is_empty() => {

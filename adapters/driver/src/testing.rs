@@ -202,6 +202,17 @@ pub async fn two_node_scenario(a: NetworkHandle, b: NetworkHandle) {
         .unwrap();
 }
 
+/// a dials b; returns both event streams once each side has announced the other.
+async fn connect_pair(a: &NetworkHandle, b: &NetworkHandle) -> (EventStream, EventStream) {
+    let mut a_events = a.events();
+    let mut b_events = b.events();
+    a.connect_to_peer(b.dial_addr().unwrap()).await.unwrap();
+    let connected = |e| matches!(e, Event::PeerConnected { .. }).then_some(());
+    within("a connects", wait_for(&mut a_events, connected)).await;
+    within("b connects", wait_for(&mut b_events, connected)).await;
+    (a_events, b_events)
+}
+
 /// A configuration whose send queues are far smaller than a burst of direct messages, so
 /// the burst runs into back-pressure.
 pub fn tight_send_config() -> NodeConfig {
@@ -218,12 +229,7 @@ pub fn tight_send_config() -> NodeConfig {
 pub async fn direct_send_scenario(a: NetworkHandle, b: NetworkHandle) {
     const BURST: u32 = 3000;
     const KIND: u32 = 3;
-    let mut a_events = a.events();
-    let mut b_events = b.events();
-    a.connect_to_peer(b.dial_addr().unwrap()).await.unwrap();
-    let connected = |e| matches!(e, Event::PeerConnected { .. }).then_some(());
-    within("a connects", wait_for(&mut a_events, connected)).await;
-    within("b connects", wait_for(&mut b_events, connected)).await;
+    let (mut a_events, mut b_events) = connect_pair(&a, &b).await;
 
     let send = async {
         for i in 0..BURST {
@@ -303,12 +309,7 @@ pub fn slow_reader_config() -> NodeConfig {
 /// banned.
 pub async fn paused_reading_scenario(a: NetworkHandle, b: NetworkHandle) {
     const COUNT: u32 = 2_000;
-    let mut a_events = a.events();
-    let mut b_events = b.events();
-    a.connect_to_peer(b.dial_addr().unwrap()).await.unwrap();
-    let connected = |e| matches!(e, Event::PeerConnected { .. }).then_some(());
-    within("a connects", wait_for(&mut a_events, connected)).await;
-    within("b connects", wait_for(&mut b_events, connected)).await;
+    let (_, mut b_events) = connect_pair(&a, &b).await;
     for i in 0..COUNT {
         // 1 KiB each, so the burst spans many reads and pauses fall between them.
         let mut payload = vec![0u8; 1024];

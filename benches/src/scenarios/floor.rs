@@ -3,6 +3,8 @@
 //! tokio runtime with the same workers). They contain no library code, so each tells how
 //! much of the library's figure is the machine's: system calls, wake-ups and X25519. The
 //! library cannot be faster than its floor; the ratio to it is what the library adds.
+//! Each takes the options of the scenario it is the floor of (`broadcast`'s `--pubsub`
+//! does not apply).
 //!
 //! * `floor-connect`: TCP connect and accept, then a bare Noise XX handshake with snow
 //!   (the library's pattern, static keys made beforehand, no payloads) over 2-byte
@@ -21,50 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use super::Report;
+use super::{broadcast, connect, rtt, Report};
 use crate::common::{self, micros, millis};
-
-/// Options of `floor-connect`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ConnectOpts {
-    /// Measured connections.
-    #[arg(long, default_value_t = 200)]
-    pub n: usize,
-    /// Unmeasured warm-up connections.
-    #[arg(long, default_value_t = 10)]
-    pub warmup: usize,
-}
-
-/// Options of `floor-rtt`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RttOpts {
-    /// Measured round trips.
-    #[arg(long, default_value_t = 10_000)]
-    pub n: usize,
-    /// Unmeasured warm-up round trips.
-    #[arg(long, default_value_t = 500)]
-    pub warmup: usize,
-    /// Ping and pong size in bytes.
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
-}
-
-/// Options of `floor-broadcast`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BroadcastOpts {
-    /// Receiving sockets.
-    #[arg(long, default_value_t = 100)]
-    pub subscribers: usize,
-    /// Measured rounds.
-    #[arg(long, default_value_t = 50)]
-    pub rounds: usize,
-    /// Unmeasured warm-up rounds.
-    #[arg(long, default_value_t = 5)]
-    pub warmup: usize,
-    /// Bytes per copy.
-    #[arg(long, default_value_t = 1024)]
-    pub size: usize,
-}
 
 async fn listener() -> std::io::Result<(TcpListener, std::net::SocketAddr)> {
     let l = TcpListener::bind("127.0.0.1:0").await?;
@@ -73,10 +33,8 @@ async fn listener() -> std::io::Result<(TcpListener, std::net::SocketAddr)> {
 }
 
 async fn write_packet(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
-    let mut p = Vec::with_capacity(2 + body.len());
-    p.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    p.extend_from_slice(body);
-    s.write_all(&p).await
+    s.write_all(&silver_p2p_core::frame::encode_packet(body))
+        .await
 }
 
 async fn read_packet(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -96,7 +54,7 @@ fn noise_builder() -> snow::Builder<'static> {
 }
 
 /// Runs `floor-connect`.
-pub async fn run_connect(o: ConnectOpts, budget: Duration) -> Report {
+pub async fn run_connect(o: connect::Opts, budget: Duration) -> Report {
     let deadline = Instant::now() + budget;
     let (l, addr) = listener().await.expect("bind");
     let responder_key = noise_builder().generate_keypair().expect("keypair");
@@ -181,7 +139,7 @@ pub async fn run_connect(o: ConnectOpts, budget: Duration) -> Report {
 }
 
 /// Runs `floor-rtt`.
-pub async fn run_rtt(o: RttOpts, budget: Duration) -> Report {
+pub async fn run_rtt(o: rtt::Opts, budget: Duration) -> Report {
     let deadline = Instant::now() + budget;
     let (l, addr) = listener().await.expect("bind");
     let size = o.size.max(1);
@@ -243,7 +201,7 @@ pub async fn run_rtt(o: RttOpts, budget: Duration) -> Report {
 }
 
 /// Runs `floor-broadcast`.
-pub async fn run_broadcast(o: BroadcastOpts, budget: Duration) -> Report {
+pub async fn run_broadcast(o: broadcast::Opts, budget: Duration) -> Report {
     let deadline = Instant::now() + budget;
     let (l, addr) = listener().await.expect("bind");
     let size = o.size.max(1);
@@ -286,7 +244,8 @@ pub async fn run_broadcast(o: BroadcastOpts, budget: Duration) -> Report {
         if failure.is_some() {
             break;
         }
-        if tokio::time::timeout(common::EVENT_WAIT, all_in.notified())
+        let round_timeout = Duration::from_secs_f64(o.round_timeout_s);
+        if tokio::time::timeout(round_timeout, all_in.notified())
             .await
             .is_err()
         {
@@ -296,8 +255,7 @@ pub async fn run_broadcast(o: BroadcastOpts, budget: Duration) -> Report {
         if round >= o.warmup {
             samples.push(millis(t0.elapsed()));
         }
-        // The library scenario's idle gap between rounds.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(o.gap_ms)).await;
     }
     for r in readers {
         r.abort();

@@ -2074,9 +2074,9 @@ impl Node {
             let len = data.len();
             // Checked before the message is taken, so a message that does not fit stays
             // where it is without being copied or reference-counted.
+            let encoded = Message::direct_len(*kind, len);
             let fits = self.conns.get(&conn).is_some_and(|c| {
-                c.conn.has_room(Message::direct_len(*kind, len))
-                    || Message::direct_len(*kind, len) > self.conn_config.max_message_size
+                c.conn.has_room(encoded) || encoded > self.conn_config.max_message_size
             });
             if !fits {
                 break;
