@@ -1482,20 +1482,22 @@ impl Node {
             Message::GetPeers { .. } | Message::Peers { .. } => Some(3),
             _ => None,
         };
+        let mut class_resume = None;
         if let Some(k) = class {
             let bucket = &mut c.class_buckets[k];
             if !bucket.try_take(now, 1) {
                 // Over the class rate: the message is still handled (it was read), and
                 // reading pauses until the class has room again.
                 bucket.force_take(now, 1);
-                let resume = now + bucket.time_until(now, 0).unwrap_or(Duration::from_secs(1));
-                self.rate_pause(now, id, resume);
+                class_resume =
+                    Some(now + bucket.time_until(now, 0).unwrap_or(Duration::from_secs(1)));
             }
         }
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        match c.limiter.on_message(now, msg.encoded_len() as u64) {
+        let verdict = c.limiter.on_message(now, msg.encoded_len() as u64);
+        if let Some(resume) = class_resume {
+            self.rate_pause(now, id, resume);
+        }
+        match verdict {
             Verdict::Allowed => {}
             Verdict::Pause { resume_at } => self.rate_pause(now, id, resume_at),
             Verdict::Abuse => {
@@ -2068,26 +2070,32 @@ impl Node {
         peer: &PeerId,
         pending: &mut VecDeque<(crate::message::AppKind, Bytes)>,
     ) -> Result<Queued, CommandError> {
-        let conn = self.direct_target(peer)?;
+        let id = self.direct_target(peer)?;
+        let max_message_size = self.conn_config.max_message_size;
+        let c = self
+            .conns
+            .get_mut(&id)
+            .ok_or(CommandError::UnknownPeer(*peer))?;
+        // One lookup and one dirty mark for the whole batch: this is the hot path of
+        // small direct messages.
         let mut done = Queued::default();
         while let Some((kind, data)) = pending.front() {
             let len = data.len();
             // Checked before the message is taken, so a message that does not fit stays
             // where it is without being copied or reference-counted.
             let encoded = Message::direct_len(*kind, len);
-            let fits = self.conns.get(&conn).is_some_and(|c| {
-                c.conn.has_room(encoded) || encoded > self.conn_config.max_message_size
-            });
-            if !fits {
+            if !c.conn.has_room(encoded) && encoded <= max_message_size {
                 break;
             }
             let (kind, data) = pending.pop_front().expect("front exists");
-            match self.queue_direct(peer, conn, kind, data) {
+            match c.conn.send(Message::Direct { kind, data }) {
                 Ok(()) => done.messages += 1,
                 Err(_) => done.refused += 1,
             }
             done.bytes += len;
         }
+        self.counters.directs_sent += done.messages as u64;
+        self.dirty.push(id);
         self.flush(now);
         Ok(done)
     }
