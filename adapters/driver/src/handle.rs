@@ -15,7 +15,7 @@ use silver_p2p_core::node::*;
 use silver_p2p_core::{PeerAddr, PeerId};
 
 use crate::core_loop::{Command, EventHandler, SendPath};
-use crate::outbox::Pushed;
+use crate::outbox::{Payload, Pushed};
 
 /// Why a handle call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -170,6 +170,28 @@ impl NetworkHandle {
     /// queued when the peer disconnects are dropped and counted in
     /// [`NetworkStats::sends_dropped`].
     pub async fn send(&self, peer: PeerId, kind: u32, data: Bytes) -> Result<(), HandleError> {
+        self.send_payload(peer, kind, Payload::Owned(data)).await
+    }
+
+    /// [`NetworkHandle::send`] for a message the caller holds as a borrowed slice, such as a
+    /// reused buffer: the library copies it into a buffer many queued messages share, which
+    /// is cheaper for small messages than the caller allocating a `Bytes` for each one.
+    /// Everything else (ordering, back-pressure, failures) is as for `send`.
+    pub async fn send_slice(
+        &self,
+        peer: PeerId,
+        kind: u32,
+        data: &[u8],
+    ) -> Result<(), HandleError> {
+        self.send_payload(peer, kind, Payload::Borrowed(data)).await
+    }
+
+    async fn send_payload(
+        &self,
+        peer: PeerId,
+        kind: u32,
+        data: Payload<'_>,
+    ) -> Result<(), HandleError> {
         self.outbox.0.check(kind, data.len())?;
         let mut item = Some((kind, data));
         let pushed =
@@ -296,6 +318,8 @@ blocking! {
     fn broadcast(msg: GossipMessage) -> Result<BroadcastReport, HandleError>;
     /// Sends without confirmation; waits only while the peer's queue is full.
     fn send(peer: PeerId, kind: u32, data: Bytes) -> Result<(), HandleError>;
+    /// Sends a borrowed slice without confirmation (copied; see [`NetworkHandle::send_slice`]).
+    fn send_slice(peer: PeerId, kind: u32, data: &[u8]) -> Result<(), HandleError>;
     /// Sends and waits for the acknowledgement.
     fn unicast(peer: PeerId, kind: u32, data: Bytes) -> Result<(), HandleError>;
     /// Asks and waits for the answer.

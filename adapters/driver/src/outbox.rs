@@ -17,23 +17,73 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use silver_p2p_core::message::{AppKind, Message};
 use silver_p2p_core::node::{CommandError, Node};
 use silver_p2p_core::{PeerId, Timestamp};
 
 use crate::handle::HandleError;
 
+/// The size of the buffers that messages sent from a borrowed slice are copied into.
+/// Many messages share one allocation, which is freed once the last of them was encoded.
+const SLICE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// The largest spare deque a peer's queue keeps between drains, in messages: beyond it the
+/// memory goes back to the allocator rather than sit with an idle peer.
+const MAX_SPARE_MESSAGES: usize = 1024;
+
+/// A message's payload as a sender hands it over.
+pub(crate) enum Payload<'a> {
+    /// Already owned by the caller: queued as it is.
+    Owned(Bytes),
+    /// Borrowed from the caller: copied into the peer's shared buffer when queued.
+    Borrowed(&'a [u8]),
+}
+
+impl Payload<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payload::Owned(b) => b.len(),
+            Payload::Borrowed(s) => s.len(),
+        }
+    }
+}
+
 /// One connected peer's messages on their way to the node.
 #[derive(Default)]
 struct PeerQueue {
     items: VecDeque<(AppKind, Bytes)>,
+    /// Payload bytes of `items` and of the batch the loop is moving into the node.
     bytes: usize,
+    /// Messages the loop took out to move into the node, still counted against the bounds.
+    in_transit: usize,
+    /// An empty deque with capacity, swapped in for `items` while the loop moves a batch,
+    /// so a busy queue does not grow a new buffer from nothing on every drain.
+    spare: VecDeque<(AppKind, Bytes)>,
     /// Senders waiting for room.
     waiters: Vec<Waker>,
+    /// Where borrowed payloads are copied to: each message is split off as its own `Bytes`
+    /// over the same allocation, so a burst of small messages costs one allocation per
+    /// [`SLICE_BUFFER_BYTES`] instead of one each (and no free on the loop's thread each).
+    /// Dropped whenever the queue empties, so an idle peer keeps no buffer.
+    slices: BytesMut,
 }
 
 impl PeerQueue {
+    fn take(&mut self, payload: Payload<'_>) -> Bytes {
+        match payload {
+            Payload::Owned(b) => b,
+            Payload::Borrowed(s) => {
+                if self.slices.capacity() < s.len() {
+                    // Reuses the buffer when every message split off it is gone already.
+                    self.slices.reserve(SLICE_BUFFER_BYTES.max(s.len()));
+                }
+                self.slices.extend_from_slice(s);
+                self.slices.split().freeze()
+            }
+        }
+    }
+
     fn wake_all(&mut self) {
         for w in self.waiters.drain(..) {
             w.wake();
@@ -111,7 +161,7 @@ impl Outbox {
         &self,
         cx: &mut Context<'_>,
         peer: &PeerId,
-        item: &mut Option<(AppKind, Bytes)>,
+        item: &mut Option<(AppKind, Payload<'_>)>,
     ) -> Poll<Result<Pushed, HandleError>> {
         let mut s = self.lock();
         if s.closed {
@@ -125,8 +175,9 @@ impl Outbox {
             return Poll::Ready(Ok(Pushed::Queued));
         };
         // An empty queue takes any message that passed `check`, so no message waits forever.
-        let full = q.bytes + data.len() > self.max_bytes || q.items.len() >= self.max_messages;
-        if full && !q.items.is_empty() {
+        let held = q.items.len() + q.in_transit;
+        let full = q.bytes + data.len() > self.max_bytes || held >= self.max_messages;
+        if full && held > 0 {
             if !q.waiters.iter().any(|w| w.will_wake(cx.waker())) {
                 q.waiters.push(cx.waker().clone());
             }
@@ -134,6 +185,7 @@ impl Outbox {
             return Poll::Pending;
         }
         q.bytes += data.len();
+        let data = q.take(data);
         q.items.push_back((kind, data));
         Poll::Ready(Ok(if std::mem::replace(&mut s.nudged, true) {
             Pushed::Queued
@@ -183,26 +235,66 @@ impl Outbox {
     /// Moves every queued message the node takes into it. Returns whether some had to stay
     /// (a connection's queue was full: call again after bytes were written) and how many
     /// messages were dropped (the node refused them).
+    ///
+    /// The node's work (which builds and encrypts frames) runs without the lock, so senders
+    /// keep queueing meanwhile; the batches it takes stay counted against the bounds until
+    /// the node has them.
     pub(crate) fn drain_into(&self, node: &mut Node, now: Timestamp) -> Drained {
-        let mut s = self.lock();
-        s.nudged = false;
-        let mut out = Drained::default();
-        for (peer, q) in s.queues.iter_mut() {
-            if q.items.is_empty() {
-                continue;
+        let mut batches = Vec::new();
+        {
+            let mut s = self.lock();
+            s.nudged = false;
+            for (peer, q) in s.queues.iter_mut() {
+                if q.items.is_empty() {
+                    continue;
+                }
+                let spare = std::mem::take(&mut q.spare);
+                let batch = std::mem::replace(&mut q.items, spare);
+                q.in_transit = batch.len();
+                batches.push((*peer, batch));
             }
-            match node.send_queued(now, peer, &mut q.items) {
+        }
+        let mut results = Vec::with_capacity(batches.len());
+        for (peer, batch) in &mut batches {
+            results.push(node.send_queued(now, peer, batch));
+        }
+        let mut out = Drained::default();
+        let mut s = self.lock();
+        for ((peer, mut batch), result) in batches.into_iter().zip(results) {
+            // Only this loop removes queues, and it is here: the queue is still present.
+            let Some(q) = s.queues.get_mut(&peer) else {
+                continue;
+            };
+            q.in_transit = 0;
+            match result {
                 Ok(done) => {
-                    q.bytes -= done.bytes;
+                    q.bytes = q.bytes.saturating_sub(done.bytes);
                     out.dropped += done.refused as u64;
                 }
                 Err(_) => {
                     // The node has no connection for it (it is closing, or the node is
                     // shutting down): the disconnect event that follows drops the queue.
-                    out.dropped += q.items.len() as u64;
-                    q.items.clear();
-                    q.bytes = 0;
+                    out.dropped += batch.len() as u64;
+                    q.bytes = q
+                        .bytes
+                        .saturating_sub(batch.iter().map(|(_, d)| d.len()).sum::<usize>());
+                    batch.clear();
                 }
+            }
+            if batch.is_empty() {
+                if batch.capacity() <= MAX_SPARE_MESSAGES {
+                    q.spare = batch;
+                }
+            } else {
+                // What the node could not take goes back in front of what came meanwhile.
+                batch.extend(q.items.drain(..));
+                q.spare = std::mem::replace(&mut q.items, batch);
+                if q.spare.capacity() > MAX_SPARE_MESSAGES {
+                    q.spare = VecDeque::new();
+                }
+            }
+            if q.items.is_empty() {
+                q.slices = BytesMut::new();
             }
             out.blocked |= !q.items.is_empty();
             if !q.waiters.is_empty()

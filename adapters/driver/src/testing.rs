@@ -224,20 +224,34 @@ pub fn tight_send_config() -> NodeConfig {
 
 /// Two running nodes started with [`tight_send_config`]: a dials b, then sends b a burst of
 /// direct messages many times larger than its queues. Every message arrives once and in
-/// order (the sender waits rather than losing any); a message too large and one to a peer
+/// order and unchanged, whether sent as `Bytes` or from a reused slice (the sender waits
+/// rather than losing any); a message too large and one to a peer
 /// that is not connected fail at once.
 pub async fn direct_send_scenario(a: NetworkHandle, b: NetworkHandle) {
     const BURST: u32 = 3000;
     const KIND: u32 = 3;
     let (mut a_events, mut b_events) = connect_pair(&a, &b).await;
 
+    // Message i: its number, then 508 bytes of `i as u8`. Odd ones are sent from one reused
+    // buffer through `send_slice`, so the shared buffers they are copied into get reused
+    // while earlier messages may still be queued: every byte is checked at the receiver.
+    let payload_of = |i: u32| {
+        let mut p = vec![i as u8; 512];
+        p[..4].copy_from_slice(&i.to_be_bytes());
+        p
+    };
     let send = async {
+        let mut reused = Vec::new();
         for i in 0..BURST {
-            let mut payload = vec![0u8; 512];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
-            a.send(b.peer_id(), KIND, Bytes::from(payload))
-                .await
-                .unwrap();
+            if i % 2 == 0 {
+                a.send(b.peer_id(), KIND, Bytes::from(payload_of(i)))
+                    .await
+                    .unwrap();
+            } else {
+                reused.clear();
+                reused.extend_from_slice(&payload_of(i));
+                a.send_slice(b.peer_id(), KIND, &reused).await.unwrap();
+            }
         }
     };
     let receive = async {
@@ -249,6 +263,7 @@ pub async fn direct_send_scenario(a: NetworkHandle, b: NetworkHandle) {
             .await;
             assert_eq!(from, a.peer_id());
             assert_eq!(data[..4], expected.to_be_bytes(), "in order, each once");
+            assert_eq!(data, payload_of(expected), "whole and unchanged");
         }
     };
     within("burst", futures::future::join(send, receive)).await;
@@ -262,6 +277,10 @@ pub async fn direct_send_scenario(a: NetworkHandle, b: NetworkHandle) {
         a.send(b.peer_id(), KIND, Bytes::from(vec![0u8; max])).await,
         Err(crate::HandleError::Command(CommandError::TooLarge { .. }))
     ));
+    assert!(matches!(
+        a.send_slice(b.peer_id(), KIND, &vec![0u8; max]).await,
+        Err(crate::HandleError::Command(CommandError::TooLarge { .. }))
+    ));
     // Banning b disconnects it and keeps a from redialing it.
     a.ban(b.peer_id(), Duration::from_secs(60)).unwrap();
     within(
@@ -273,6 +292,12 @@ pub async fn direct_send_scenario(a: NetworkHandle, b: NetworkHandle) {
     .await;
     assert_eq!(
         a.send(b.peer_id(), KIND, Bytes::from_static(b"late")).await,
+        Err(crate::HandleError::Command(CommandError::UnknownPeer(
+            b.peer_id()
+        )))
+    );
+    assert_eq!(
+        a.send_slice(b.peer_id(), KIND, b"late").await,
         Err(crate::HandleError::Command(CommandError::UnknownPeer(
             b.peer_id()
         )))

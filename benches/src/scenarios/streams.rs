@@ -389,7 +389,7 @@ pub async fn run_msgrate(o: MsgRateOpts, _budget: Duration) -> Report {
                 match o.writer {
                     WriterMode::Direct => {
                         pair.client
-                            .send(pair.server_peer, KIND_DATA, Bytes::copy_from_slice(&frame))
+                            .send_slice(pair.server_peer, KIND_DATA, &frame)
                             .await?
                     }
                     WriterMode::Unicast => {
@@ -452,7 +452,7 @@ pub async fn run_msgrate(o: MsgRateOpts, _budget: Duration) -> Report {
             "send_duration_s": o.duration_s,
             "writer": o.writer.name(),
             "window": window,
-            "mechanism": "4-byte BE length prefix + payload per message; writer=direct: one NetworkHandle::send (direct message, no acknowledgement; waits only while the peer's send queue is full) per message; writer=unicast: one NetworkHandle::unicast (acknowledged delivery) per message, up to `window` unacknowledged; writer=buffered: messages packed by the caller into ~64 KiB unicasts; the library coalesces queued messages into shared Noise frames by itself; receiver application = register_message_handler on Event::Direct / Event::Unicast",
+            "mechanism": "4-byte BE length prefix + payload per message; writer=direct: one NetworkHandle::send_slice of the reused frame buffer (direct message, no acknowledgement; waits only while the peer's send queue is full) per message; writer=unicast: one NetworkHandle::unicast (acknowledged delivery) per message, up to `window` unacknowledged; writer=buffered: messages packed by the caller into ~64 KiB unicasts; the library coalesces queued messages into shared Noise frames by itself; receiver application = register_message_handler on Event::Direct / Event::Unicast",
         }),
         completed: failure.is_none() && r.messages == sent && r.in_order,
         failure,
