@@ -707,6 +707,29 @@ impl Connection {
         None
     }
 
+    /// The outputs already made, without building a frame from the queued messages. With
+    /// [`Connection::has_transmit_ready`], lets a caller that serves many connections make
+    /// every connection's events first and build frames later, one transmit at a time.
+    #[must_use]
+    pub fn poll_made_output(&mut self) -> Option<ConnectionOutput> {
+        let out = self.outputs.pop_front();
+        if out.is_none() && self.outputs.capacity() > 0 {
+            self.outputs = VecDeque::new();
+        }
+        out
+    }
+
+    /// Whether [`Connection::poll_output`] would build a transmit now: the connection is
+    /// open, messages are queued and the in-flight window has room.
+    #[must_use]
+    pub fn has_transmit_ready(&self) -> bool {
+        matches!(
+            self.state,
+            ConnectionState::Connected | ConnectionState::Closing
+        ) && !self.queue.is_empty()
+            && self.in_flight < self.config.max_in_flight_bytes
+    }
+
     /// The next deadline at which [`Connection::handle_timeout`] must be called, or `None`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {

@@ -1058,3 +1058,38 @@ fn the_peak_of_buffered_bytes_outlives_the_burst_that_caused_it() {
     assert_eq!(node.stats(net.now).peak_buffered_bytes, peak);
     assert_eq!(directs_received(&net, b, 5).len(), 100);
 }
+
+/// Frames are built as outputs are polled, one transmit per connection in turn: a node
+/// sending to many peers hands its caller the first peer's bytes before encrypting the
+/// rest, and one busy connection cannot hold the others back.
+#[test]
+fn transmits_to_several_peers_are_built_in_turn_as_they_are_polled() {
+    let mut net = Net::star(3, |_, _| {});
+    net.run_for(Duration::from_secs(5));
+    let peers = [net.id(1), net.id(2)];
+    let transmits = net.with(0, |n, now| {
+        for peer in &peers {
+            // 600 kB each: three transmits of at most 256 KiB per connection.
+            let mut pending: VecDeque<(u32, Bytes)> = (0..60)
+                .map(|_| (5, Bytes::from(vec![7u8; 10_000])))
+                .collect();
+            n.send_queued(now, peer, &mut pending).unwrap();
+            assert!(pending.is_empty());
+        }
+        let mut transmits = Vec::new();
+        while let Some(out) = n.poll_output() {
+            if let Output::Transmit { conn, bytes } = out {
+                transmits.push((conn, bytes.len()));
+            }
+        }
+        transmits
+    });
+    let conns: Vec<_> = transmits.iter().map(|(c, _)| *c).collect();
+    assert_eq!(conns.len(), 6, "three transmits each: {transmits:?}");
+    assert_ne!(conns[0], conns[1]);
+    for (i, c) in conns.iter().enumerate() {
+        assert_eq!(*c, conns[i % 2], "the connections alternate: {conns:?}");
+    }
+    let total: usize = transmits.iter().map(|(_, len)| len).sum();
+    assert!(total >= 1_200_000, "every byte was built: {total}");
+}

@@ -419,15 +419,15 @@ impl DriverCore {
     }
 
     /// Drains the node and carries out its socket actions on `table`. Call after every batch
-    /// of events and after timeouts.
+    /// of events and after timeouts. Each action is carried out as soon as the node makes
+    /// it: the node builds frames as they are asked for, so the first copy of a broadcast is
+    /// on the wire while the node has still to encrypt the others.
     pub fn act<T: SocketTable>(&mut self, table: &mut T) {
         if self.outbox_blocked {
             // Written bytes may have made room in the connections' queues.
             self.drain_outbox();
         }
-        let mut actions = Vec::new();
-        self.drain(|a| actions.push(a));
-        for a in actions {
+        while let Some(a) = self.next_action() {
             match a {
                 Action::Dial { conn, addr } => {
                     self.dialing.insert(conn);
@@ -447,16 +447,27 @@ impl DriverCore {
     /// Drains the node: socket work goes to `act`, events to their waiters and subscribers.
     /// Call after every input, command and timeout.
     pub fn drain(&mut self, mut act: impl FnMut(Action)) {
-        while let Some(out) = self.node.poll_output() {
-            match out {
-                Output::Transmit { conn, bytes } => act(Action::Transmit { conn, bytes }),
-                Output::Dial { conn, addr } => act(Action::Dial { conn, addr }),
-                Output::Close { conn } => act(Action::Close { conn }),
-                Output::PauseRead { conn } => act(Action::PauseRead { conn }),
-                Output::ResumeRead { conn } => act(Action::ResumeRead { conn }),
-                Output::Event(e) => self.on_event(e),
-                _ => {}
-            }
+        while let Some(a) = self.next_action() {
+            act(a);
+        }
+    }
+
+    /// The node's next socket action, or `None` when it has none left (call again after the
+    /// next input). Events met on the way go to their waiters and subscribers.
+    pub fn next_action(&mut self) -> Option<Action> {
+        loop {
+            return Some(match self.node.poll_output()? {
+                Output::Transmit { conn, bytes } => Action::Transmit { conn, bytes },
+                Output::Dial { conn, addr } => Action::Dial { conn, addr },
+                Output::Close { conn } => Action::Close { conn },
+                Output::PauseRead { conn } => Action::PauseRead { conn },
+                Output::ResumeRead { conn } => Action::ResumeRead { conn },
+                Output::Event(e) => {
+                    self.on_event(e);
+                    continue;
+                }
+                _ => continue,
+            });
         }
     }
 

@@ -94,6 +94,28 @@ struct Conn {
     /// The connection's buffered bytes when it was last flushed (its share of
     /// `Node::conns_buffered`).
     buffered: usize,
+    /// Listed in `Node::sendable`.
+    sendable: bool,
+}
+
+/// Moves one of a connection's socket outputs to the node's queue (events are handled by
+/// the caller).
+fn push_socket_output(
+    outputs: &mut VecDeque<Output>,
+    outputs_buffered: &mut usize,
+    conn: ConnectionId,
+    out: ConnectionOutput,
+) {
+    outputs.push_back(match out {
+        ConnectionOutput::Transmit(bytes) => {
+            *outputs_buffered += bytes.capacity();
+            Output::Transmit { conn, bytes }
+        }
+        ConnectionOutput::PauseRead => Output::PauseRead { conn },
+        ConnectionOutput::ResumeRead => Output::ResumeRead { conn },
+        ConnectionOutput::Close => Output::Close { conn },
+        ConnectionOutput::Event(_) => return,
+    });
 }
 
 #[derive(Debug)]
@@ -182,6 +204,11 @@ pub struct Node {
     dirty: Vec<ConnectionId>,
     /// The previous flush's batch, kept for its allocation.
     dirty_batch: Vec<ConnectionId>,
+    /// Open connections with queued messages whose frames are not built yet. They are
+    /// built one transmit at a time as the caller polls outputs, round-robin, so a caller
+    /// writes the first frame of a broadcast while the next ones are still to be encrypted
+    /// rather than after all of them.
+    sendable: VecDeque<ConnectionId>,
     /// Bytes of the `Transmit`s waiting in `outputs`.
     outputs_buffered: usize,
     /// The connections' buffered bytes as of their last flush.
@@ -381,6 +408,7 @@ impl Node {
             next_conn: 0,
             outputs: VecDeque::new(),
             dirty: Vec::new(),
+            sendable: VecDeque::new(),
             dirty_batch: Vec::new(),
             outputs_buffered: 0,
             conns_buffered: 0,
@@ -604,11 +632,51 @@ impl Node {
     /// input and command.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        let out = self.outputs.pop_front();
-        if let Some(Output::Transmit { bytes, .. }) = &out {
-            self.outputs_buffered -= bytes.capacity();
+        loop {
+            if let Some(out) = self.outputs.pop_front() {
+                if let Output::Transmit { bytes, .. } = &out {
+                    self.outputs_buffered -= bytes.capacity();
+                }
+                return Some(out);
+            }
+            let id = self.sendable.pop_front()?;
+            self.build_transmit(id);
         }
-        out
+    }
+
+    /// Builds `id`'s next transmit into the output queue, and lists the connection again
+    /// (at the back, after the others) if it has more to send.
+    fn build_transmit(&mut self, id: ConnectionId) {
+        let Node {
+            conns,
+            outputs,
+            outputs_buffered,
+            sendable,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(&id) else {
+            return;
+        };
+        c.sendable = false;
+        let mut built = false;
+        // An open connection's outputs are made before it is listed, and building a frame
+        // makes at most a pause or a resume of reading besides, never an event.
+        while let Some(out) = if built {
+            c.conn.poll_made_output()
+        } else {
+            c.conn.poll_output()
+        } {
+            built = true;
+            match out {
+                ConnectionOutput::Event(_) => debug_assert!(false, "an event while building"),
+                other => push_socket_output(outputs, outputs_buffered, id, other),
+            }
+        }
+        if c.conn.state() == ConnectionState::Connected && c.conn.has_transmit_ready() {
+            c.sendable = true;
+            sendable.push_back(id);
+        }
+        self.reindex(id);
     }
 
     /// The most bytes this node's buffers ever held at once, by the same accounting as
@@ -684,34 +752,39 @@ impl Node {
                 conns,
                 outputs,
                 outputs_buffered,
+                sendable,
                 ..
             } = self;
             let Some(c) = conns.get_mut(&id) else {
                 break;
             };
+            // An open connection's frames wait for `poll_output` (see `Node::sendable`);
+            // any other's are built now, so a closing connection's last frames are in the
+            // queue before its Close.
+            let lazy = c.conn.state() == ConnectionState::Connected;
             let mut event = None;
-            while let Some(out) = c.conn.poll_output() {
+            while let Some(out) = if lazy {
+                c.conn.poll_made_output()
+            } else {
+                c.conn.poll_output()
+            } {
                 match out {
-                    ConnectionOutput::Transmit(bytes) => {
-                        *outputs_buffered += bytes.capacity();
-                        outputs.push_back(Output::Transmit { conn: id, bytes })
-                    }
-                    ConnectionOutput::PauseRead => {
-                        outputs.push_back(Output::PauseRead { conn: id })
-                    }
-                    ConnectionOutput::ResumeRead => {
-                        outputs.push_back(Output::ResumeRead { conn: id })
-                    }
-                    ConnectionOutput::Close => outputs.push_back(Output::Close { conn: id }),
                     ConnectionOutput::Event(e) => {
                         event = Some(e);
                         break;
                     }
+                    other => push_socket_output(outputs, outputs_buffered, id, other),
                 }
             }
             match event {
                 Some(e) => self.on_connection_event(now, id, e),
-                None => break,
+                None => {
+                    if lazy && !c.sendable && c.conn.has_transmit_ready() {
+                        c.sendable = true;
+                        sendable.push_back(id);
+                    }
+                    break;
+                }
             }
         }
         self.reindex(id);
@@ -819,6 +892,7 @@ impl Node {
                 timer_at: None,
                 closed: false,
                 buffered: 0,
+                sendable: false,
             }),
         );
         self.dirty.push(id);
