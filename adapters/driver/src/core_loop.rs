@@ -126,6 +126,14 @@ pub trait SocketTable {
     /// The loop processed `n` bytes `conn`'s reader handed over: give them back to its
     /// [`crate::ReadCredit`].
     fn processed(&mut self, conn: ConnectionId, n: usize);
+    /// Whether [`DriverCore::act`] should carry out more actions in this turn of the loop.
+    /// A table that writes from the loop itself returns `false` once it has written its
+    /// share, so the loop lets other tasks (the peers it just wrote to, in a simulation or
+    /// a benchmark in one process) run before it goes on; see
+    /// [`DriverCore::has_pending_actions`].
+    fn wants_more_actions(&self) -> bool {
+        true
+    }
 }
 
 /// What the runtime's socket side tells the loop.
@@ -172,6 +180,8 @@ pub struct DriverCore {
     outbox: Arc<Outbox>,
     /// Some direct messages wait for room in their connection's queue.
     outbox_blocked: bool,
+    /// The last `act` stopped with actions left (see [`DriverCore::has_pending_actions`]).
+    actions_pending: bool,
     /// Direct messages dropped before they reached the node.
     dropped_sends: u64,
     /// How far each connection's reader may run ahead of the loop.
@@ -192,6 +202,7 @@ impl DriverCore {
         DriverCore {
             outbox: Outbox::new(&node),
             outbox_blocked: false,
+            actions_pending: false,
             dropped_sends: 0,
             max_unprocessed_read_bytes: crate::NodeOptions::DEFAULT_MAX_UNPROCESSED_READ_BYTES,
             node,
@@ -427,6 +438,7 @@ impl DriverCore {
             // Written bytes may have made room in the connections' queues.
             self.drain_outbox();
         }
+        self.actions_pending = false;
         while let Some(a) = self.next_action() {
             match a {
                 Action::Dial { conn, addr } => {
@@ -441,7 +453,18 @@ impl DriverCore {
                 Action::PauseRead { conn } => table.pause(conn, true),
                 Action::ResumeRead { conn } => table.pause(conn, false),
             }
+            if !table.wants_more_actions() {
+                self.actions_pending = true;
+                return;
+            }
         }
+    }
+
+    /// Whether the last [`DriverCore::act`] stopped before the node ran out of actions
+    /// (the table had done its share for the turn): call `act` again soon, without
+    /// waiting for an event.
+    pub fn has_pending_actions(&self) -> bool {
+        self.actions_pending
     }
 
     /// Drains the node: socket work goes to `act`, events to their waiters and subscribers.
@@ -526,5 +549,78 @@ impl DriverCore {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use silver_p2p_core::{Keypair, PeerAddr, SeededRng};
+
+    /// A table that takes `share` actions per turn and records the dials.
+    struct SharedTurns {
+        share: usize,
+        this_turn: usize,
+        dials: Vec<ConnectionId>,
+    }
+
+    impl SocketTable for SharedTurns {
+        type Stream = ();
+        fn open(&mut self, _: ConnectionId, _: ()) {}
+        fn write(&mut self, _: ConnectionId, _: Vec<u8>) {
+            self.this_turn += 1;
+        }
+        fn close(&mut self, _: ConnectionId) {}
+        fn pause(&mut self, _: ConnectionId, _: bool) {}
+        fn dial(&mut self, conn: ConnectionId, _: SocketAddr) {
+            self.this_turn += 1;
+            self.dials.push(conn);
+        }
+        fn processed(&mut self, _: ConnectionId, _: usize) {}
+        fn wants_more_actions(&self) -> bool {
+            self.this_turn < self.share
+        }
+    }
+
+    #[test]
+    fn act_stops_at_the_tables_share_and_the_rest_follows_in_later_turns() {
+        const SEEDS: usize = 20;
+        let mut rng = SeededRng::from_seed([9; 32]);
+        let mut config = NodeConfig {
+            network_id: "act-turns".into(),
+            ..Default::default()
+        };
+        config.bootstrap = (0..SEEDS)
+            .map(|i| {
+                let peer = Keypair::generate(&mut rng).peer_id();
+                PeerAddr::pinned(peer, SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16)))
+            })
+            .collect();
+        config.limits.max_outbound = SEEDS;
+        config.discovery.max_dials_per_interval = SEEDS;
+        let clock = Clock::new();
+        let node = Node::new(config, Keypair::generate(&mut rng), [1; 32], clock.now()).unwrap();
+        let mut core = DriverCore::new(node, clock, None, Duration::from_secs(60));
+        let mut table = SharedTurns {
+            share: 6,
+            this_turn: 0,
+            dials: Vec::new(),
+        };
+        core.timeout();
+        core.act(&mut table);
+        assert_eq!(table.dials.len(), 6, "one share in the first turn");
+        assert!(core.has_pending_actions());
+        let mut turns = 1;
+        while core.has_pending_actions() {
+            table.this_turn = 0;
+            core.act(&mut table);
+            turns += 1;
+            assert!(turns < 10, "the rest is carried out in a few turns");
+        }
+        assert_eq!(table.dials.len(), SEEDS, "no action is lost between turns");
+        let mut unique = table.dials.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), SEEDS, "and none is repeated");
     }
 }

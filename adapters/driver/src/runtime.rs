@@ -131,6 +131,20 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn spawn(&self, task: BoxFuture<'static, ()>);
     /// Completes at `deadline` (or later; the loop checks the clock itself).
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;
+    /// Lets the runtime run other ready tasks (and poll for I/O, where it can) before the
+    /// calling task goes on. The default wakes the task at once and returns to the
+    /// executor a single time.
+    fn yield_now(&self) -> BoxFuture<'static, ()> {
+        let mut yielded = false;
+        Box::pin(futures::future::poll_fn(move |cx| {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }))
+    }
     /// Binds a listener; returns it with its actual address.
     fn bind(
         &self,
@@ -596,6 +610,10 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
         );
     }
 
+    fn wants_more_actions(&self) -> bool {
+        self.direct_budget > 0
+    }
+
     fn processed(&mut self, conn: ConnectionId, n: usize) {
         if let Some(ConnIo {
             reader: ReaderIo::Task { credit, .. },
@@ -685,9 +703,9 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
 /// the node produced): bounds the latency one busy connection adds to the others.
 const MAX_READS_PER_TURN: usize = 32;
 
-/// Transmits the loop writes itself in one turn at most; the rest of a burst (a broadcast to
-/// many peers) goes to the connections' writer tasks, which spread the system calls over the
-/// runtime's threads.
+/// Transmits the loop writes itself in one turn at most. Then it yields, so the tasks its
+/// writes woke (in one process, the very peers it writes to) run before it writes the rest
+/// of a burst such as a broadcast to many peers; the node builds those frames only then.
 const MAX_DIRECT_WRITES_PER_TURN: usize = 16;
 
 /// What woke the loop.
@@ -741,11 +759,18 @@ async fn run<R: Runtime>(
             return;
         }
         let mut timer = match core.next_deadline() {
+            _ if core.has_pending_actions() => None,
             Some(deadline) if deadline <= Instant::now() => None,
             Some(deadline) => Some(rt.sleep_until(deadline)),
             None => Some(Box::pin(std::future::pending()) as BoxFuture<'static, ()>),
         };
         let wake = match &mut timer {
+            // The turn's share of writes is done and more remain: let the tasks they woke
+            // run first, then go on.
+            None if core.has_pending_actions() => {
+                rt.yield_now().await;
+                Wake::<R>::Timer
+            }
             None => Wake::<R>::Timer,
             Some(timer) => {
                 futures::future::poll_fn(|cx| {

@@ -87,6 +87,12 @@ impl Runtime for Tokio {
         Box::pin(tokio::time::sleep_until(deadline.into()))
     }
 
+    fn yield_now(&self) -> BoxFuture<'static, ()> {
+        // Tokio's own yield also polls the I/O driver before the task resumes, so the
+        // sockets our writes made readable are served in between.
+        Box::pin(tokio::task::yield_now())
+    }
+
     fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<(TcpListener, SocketAddr)>> {
         Box::pin(async move {
             let l = TcpListener::bind(addr).await?;
