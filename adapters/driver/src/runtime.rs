@@ -736,6 +736,7 @@ async fn run<R: Runtime>(
         writers: 0,
         read_limit: core.read_credit_limit(),
     };
+    let mut armed: Option<(Option<Instant>, BoxFuture<'static, ()>)> = None;
     loop {
         table.direct_budget = MAX_DIRECT_WRITES_PER_TURN;
         core.act(&mut table);
@@ -758,22 +759,29 @@ async fn run<R: Runtime>(
             core.complete_stop();
             return;
         }
-        let mut timer = match core.next_deadline() {
-            _ if core.has_pending_actions() => None,
-            Some(deadline) if deadline <= Instant::now() => None,
-            Some(deadline) => Some(rt.sleep_until(deadline)),
-            None => Some(Box::pin(std::future::pending()) as BoxFuture<'static, ()>),
-        };
-        let wake = match &mut timer {
+        // The timer is kept across turns while the node's deadline stays the same (most
+        // turns): creating a runtime timer on every wake-up costs an allocation and a timer
+        // registration each.
+        let deadline = core.next_deadline();
+        let due = core.has_pending_actions() || deadline.is_some_and(|d| d <= Instant::now());
+        if !due && armed.as_ref().map(|(d, _)| *d) != Some(deadline) {
+            let timer = match deadline {
+                Some(d) => rt.sleep_until(d),
+                None => Box::pin(std::future::pending()) as BoxFuture<'static, ()>,
+            };
+            armed = Some((deadline, timer));
+        }
+        let wake = match &mut armed {
             // The turn's share of writes is done and more remain: let the tasks they woke
             // run first, then go on.
-            None if core.has_pending_actions() => {
+            _ if core.has_pending_actions() => {
                 rt.yield_now().await;
                 Wake::<R>::Timer
             }
+            _ if due => Wake::<R>::Timer,
             None => Wake::<R>::Timer,
-            Some(timer) => {
-                futures::future::poll_fn(|cx| {
+            Some((_, timer)) => {
+                let wake = futures::future::poll_fn(|cx| {
                     if let Poll::Ready(m) = rx.poll_next_unpin(cx) {
                         return Poll::Ready(Wake::Message(m));
                     }
@@ -788,7 +796,12 @@ async fn run<R: Runtime>(
                     }
                     Poll::Pending
                 })
-                .await
+                .await;
+                if matches!(wake, Wake::Timer) {
+                    // A finished timer is not polled again.
+                    armed = None;
+                }
+                wake
             }
         };
         match wake {
