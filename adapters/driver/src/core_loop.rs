@@ -412,13 +412,7 @@ impl DriverCore {
                     }),
                 }
             }
-            LoopEvent::Received(conn, bytes) => {
-                self.input(Input::Received {
-                    conn,
-                    bytes: &bytes,
-                });
-                table.processed(conn, bytes.len());
-            }
+            LoopEvent::Received(conn, bytes) => self.received(conn, &bytes, table),
             LoopEvent::Written(conn, n) => self.input(Input::Written { conn, bytes: n }),
             LoopEvent::Ended(conn, error) => {
                 table.close(conn);
@@ -427,6 +421,14 @@ impl DriverCore {
             LoopEvent::Command(cmd) => self.command(cmd),
             LoopEvent::Flushed(_) => {}
         }
+    }
+
+    /// Hands bytes read from `conn`'s socket to the node (and back to the reader's credit).
+    /// A loop that reads its sockets itself calls this with its read buffer; a reader task
+    /// sends [`LoopEvent::Received`] instead.
+    pub fn received<T: SocketTable>(&mut self, conn: ConnectionId, bytes: &[u8], table: &mut T) {
+        self.input(Input::Received { conn, bytes });
+        table.processed(conn, bytes.len());
     }
 
     /// Drains the node and carries out its socket actions on `table`. Call after every batch

@@ -73,34 +73,11 @@ pub trait ReadHalf: Send + 'static {
 }
 
 thread_local! {
-    /// The readiness path's read buffer, one per runtime thread (empty, with
-    /// [`ReadBuffer::LARGE`] of capacity): a reader borrows it only between readiness and
-    /// handing on what it read, never across an await.
-    static SHARED_READ_BUFFER: std::cell::RefCell<Vec<u8>> =
-        std::cell::RefCell::new(Vec::with_capacity(ReadBuffer::LARGE));
-}
-
-/// A read at least this long is handed to the loop in the shared buffer itself (the thread
-/// takes a fresh one) instead of being copied out: bulk transfer then costs no copy here,
-/// and what the loop holds is at most four times what it was credited for.
-const HAND_OFF_READS_FROM: usize = ReadBuffer::LARGE / 4;
-
-/// Reads what is available into the thread's shared buffer and returns it as an owned
-/// vector (see [`HAND_OFF_READS_FROM`]).
-fn read_ready<H: ReadHalf>(r: &mut H) -> io::Result<Vec<u8>> {
-    SHARED_READ_BUFFER.with(|b| {
-        let mut b = b.borrow_mut();
-        b.clear();
-        if b.capacity() < ReadBuffer::LARGE {
-            b.reserve_exact(ReadBuffer::LARGE);
-        }
-        let n = r.try_read_buf(&mut b)?;
-        Ok(if n >= HAND_OFF_READS_FROM {
-            std::mem::replace(&mut *b, Vec::with_capacity(ReadBuffer::LARGE))
-        } else {
-            b.to_vec()
-        })
-    })
+    /// The readiness path's read buffer, one per runtime thread (with
+    /// [`ReadBuffer::LARGE`] of capacity): the loop reads into it and hands the node a
+    /// slice of it, so a read costs neither an allocation nor a copy. Taken out of the slot
+    /// for the duration of one read and its processing, never across an await.
+    static SHARED_READ_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The writing half of a TCP stream.
@@ -544,13 +521,15 @@ fn read_in_loop<R: Runtime>(
     if !table.io.contains_key(&conn) {
         return; // closed meanwhile: drop the half
     }
-    let outcome = ready.and_then(|()| read_ready(&mut r));
-    match outcome {
-        Ok(bytes) if bytes.is_empty() => {
-            core.handle_event(LoopEvent::Ended(conn, None), table);
-        }
-        Ok(bytes) => {
-            core.handle_event(LoopEvent::Received(conn, bytes), table);
+    let mut buf = SHARED_READ_BUFFER.take();
+    buf.clear();
+    if buf.capacity() < ReadBuffer::LARGE {
+        buf.reserve_exact(ReadBuffer::LARGE);
+    }
+    match ready.and_then(|()| r.try_read_buf(&mut buf)) {
+        Ok(0) => core.handle_event(LoopEvent::Ended(conn, None), table),
+        Ok(_) => {
+            core.received(conn, &buf, table);
             table.rearm(conn, r);
         }
         Err(e)
@@ -563,6 +542,7 @@ fn read_in_loop<R: Runtime>(
         }
         Err(e) => core.handle_event(LoopEvent::Ended(conn, Some(e.to_string())), table),
     }
+    SHARED_READ_BUFFER.set(buf);
 }
 
 impl<R: Runtime> SocketTable for AsyncTable<R> {
