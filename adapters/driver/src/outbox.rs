@@ -13,7 +13,7 @@
 //! any other peer fails at once, and a peer's queue is dropped (its messages counted in
 //! [`NetworkStats::sends_dropped`]) when it disconnects.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -92,15 +92,21 @@ impl PeerQueue {
 }
 
 struct State {
-    /// The connected peers, sorted: 32 bytes each, where a map entry would cost a tree node
-    /// per peer in a node with few peers, and most peers are never sent a direct message.
-    connected: Vec<PeerId>,
-    /// A queue per connected peer that has been sent a direct message.
-    queues: BTreeMap<PeerId, PeerQueue>,
+    /// The connected peers, sorted, each with its queue once it has been sent a direct
+    /// message: 40 bytes per peer without one (most peers are never sent any), and one
+    /// search per send.
+    peers: Vec<(PeerId, Option<Box<PeerQueue>>)>,
     /// The loop has been told there is work and has not taken it yet.
     nudged: bool,
     /// The loop is gone: every send fails.
     closed: bool,
+}
+
+impl State {
+    /// Where `peer` is in `peers`, or where it would go.
+    fn find(&self, peer: &PeerId) -> Result<usize, usize> {
+        self.peers.binary_search_by(|(p, _)| p.cmp(peer))
+    }
 }
 
 /// The queues between the handles and the loop. Shared by both; see the module docs.
@@ -125,8 +131,7 @@ impl Outbox {
         let c = &node.config().connection;
         Arc::new(Outbox {
             state: Mutex::new(State {
-                connected: Vec::new(),
-                queues: BTreeMap::new(),
+                peers: Vec::new(),
                 nudged: false,
                 closed: false,
             }),
@@ -167,10 +172,10 @@ impl Outbox {
         if s.closed {
             return Poll::Ready(Err(HandleError::Stopped));
         }
-        if s.connected.binary_search(peer).is_err() {
+        let Ok(at) = s.find(peer) else {
             return Poll::Ready(Err(CommandError::UnknownPeer(*peer).into()));
-        }
-        let q = s.queues.entry(*peer).or_default();
+        };
+        let q = s.peers[at].1.get_or_insert_with(Box::default);
         let Some((kind, data)) = item.take() else {
             return Poll::Ready(Ok(Pushed::Queued));
         };
@@ -197,8 +202,8 @@ impl Outbox {
     /// Lets senders queue messages for a peer that just connected.
     pub(crate) fn connected(&self, peer: PeerId) {
         let mut s = self.lock();
-        if let Err(at) = s.connected.binary_search(&peer) {
-            s.connected.insert(at, peer);
+        if let Err(at) = s.find(&peer) {
+            s.peers.insert(at, (peer, None));
         }
     }
 
@@ -206,10 +211,10 @@ impl Outbox {
     /// senders wake up and fail.
     pub(crate) fn disconnected(&self, peer: &PeerId) -> u64 {
         let mut s = self.lock();
-        if let Ok(at) = s.connected.binary_search(peer) {
-            s.connected.remove(at);
-        }
-        let q = s.queues.remove(peer);
+        let Ok(at) = s.find(peer) else {
+            return 0;
+        };
+        let (_, q) = s.peers.remove(at);
         q.map_or(0, |mut q| {
             q.wake_all();
             q.items.len() as u64
@@ -221,13 +226,12 @@ impl Outbox {
     pub(crate) fn close(&self) -> u64 {
         let mut s = self.lock();
         s.closed = true;
-        s.connected.clear();
         let mut dropped = 0;
-        for q in s.queues.values_mut() {
-            dropped += q.items.len() as u64;
-            q.items.clear();
-            q.bytes = 0;
-            q.wake_all();
+        for (_, q) in s.peers.drain(..) {
+            if let Some(mut q) = q {
+                dropped += q.items.len() as u64;
+                q.wake_all();
+            }
         }
         dropped
     }
@@ -244,10 +248,10 @@ impl Outbox {
         {
             let mut s = self.lock();
             s.nudged = false;
-            for (peer, q) in s.queues.iter_mut() {
-                if q.items.is_empty() {
+            for (peer, q) in s.peers.iter_mut() {
+                let Some(q) = q.as_mut().filter(|q| !q.items.is_empty()) else {
                     continue;
-                }
+                };
                 let spare = std::mem::take(&mut q.spare);
                 let batch = std::mem::replace(&mut q.items, spare);
                 q.in_transit = batch.len();
@@ -262,7 +266,7 @@ impl Outbox {
         let mut s = self.lock();
         for ((peer, mut batch), result) in batches.into_iter().zip(results) {
             // Only this loop removes queues, and it is here: the queue is still present.
-            let Some(q) = s.queues.get_mut(&peer) else {
+            let Some(q) = s.find(&peer).ok().and_then(|at| s.peers[at].1.as_mut()) else {
                 continue;
             };
             q.in_transit = 0;
