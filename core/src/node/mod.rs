@@ -98,24 +98,41 @@ struct Conn {
     sendable: bool,
 }
 
-/// Moves one of a connection's socket outputs to the node's queue (events are handled by
-/// the caller).
-fn push_socket_output(
-    outputs: &mut VecDeque<Output>,
-    outputs_buffered: &mut usize,
-    conn: ConnectionId,
-    out: ConnectionOutput,
-) {
-    outputs.push_back(match out {
-        ConnectionOutput::Transmit(bytes) => {
-            *outputs_buffered += bytes.capacity();
-            Output::Transmit { conn, bytes }
+/// The node's output queues, borrowed apart from its connections (see
+/// `Node::conn_and_queues`).
+struct OutputQueues<'a> {
+    outputs: &'a mut VecDeque<Output>,
+    outputs_buffered: &'a mut usize,
+    sendable: &'a mut VecDeque<ConnectionId>,
+}
+
+impl OutputQueues<'_> {
+    /// Moves one of connection `conn`'s socket outputs to the node's queue (events are
+    /// handled by the caller).
+    fn push(&mut self, conn: ConnectionId, out: ConnectionOutput) {
+        self.outputs.push_back(match out {
+            ConnectionOutput::Transmit(bytes) => {
+                *self.outputs_buffered += bytes.capacity();
+                Output::Transmit { conn, bytes }
+            }
+            ConnectionOutput::PauseRead => Output::PauseRead { conn },
+            ConnectionOutput::ResumeRead => Output::ResumeRead { conn },
+            ConnectionOutput::Close => Output::Close { conn },
+            ConnectionOutput::Event(_) => return,
+        });
+    }
+
+    /// Lists open connection `id` in `Node::sendable` if it has a transmit to build and is
+    /// not listed yet.
+    fn list_if_sendable(&mut self, id: ConnectionId, c: &mut Conn) {
+        if !c.sendable
+            && c.conn.state() == ConnectionState::Connected
+            && c.conn.has_transmit_ready()
+        {
+            c.sendable = true;
+            self.sendable.push_back(id);
         }
-        ConnectionOutput::PauseRead => Output::PauseRead { conn },
-        ConnectionOutput::ResumeRead => Output::ResumeRead { conn },
-        ConnectionOutput::Close => Output::Close { conn },
-        ConnectionOutput::Event(_) => return,
-    });
+    }
 }
 
 #[derive(Debug)]
@@ -629,7 +646,10 @@ impl Node {
     }
 
     /// The next output, or `None` when there is nothing to do. Call until `None` after every
-    /// input and command.
+    /// input and command. An open connection's frames are built here, one transmit per
+    /// connection in turn, as they are asked for: an adapter that writes each `Transmit`
+    /// before polling the next has the first copy of a broadcast on the wire while the
+    /// others are still to be encrypted.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         loop {
@@ -647,14 +667,7 @@ impl Node {
     /// Builds `id`'s next transmit into the output queue, and lists the connection again
     /// (at the back, after the others) if it has more to send.
     fn build_transmit(&mut self, id: ConnectionId) {
-        let Node {
-            conns,
-            outputs,
-            outputs_buffered,
-            sendable,
-            ..
-        } = self;
-        let Some(c) = conns.get_mut(&id) else {
+        let Some((c, mut queues)) = self.conn_and_queues(id) else {
             return;
         };
         c.sendable = false;
@@ -669,14 +682,32 @@ impl Node {
             built = true;
             match out {
                 ConnectionOutput::Event(_) => debug_assert!(false, "an event while building"),
-                other => push_socket_output(outputs, outputs_buffered, id, other),
+                other => queues.push(id, other),
             }
         }
-        if c.conn.state() == ConnectionState::Connected && c.conn.has_transmit_ready() {
-            c.sendable = true;
-            sendable.push_back(id);
-        }
+        queues.list_if_sendable(id, c);
         self.reindex(id);
+    }
+
+    /// Connection `id` and the node's output queues, borrowed apart so a connection's
+    /// outputs can move to the queues under one lookup.
+    fn conn_and_queues(&mut self, id: ConnectionId) -> Option<(&mut Conn, OutputQueues<'_>)> {
+        let Node {
+            conns,
+            outputs,
+            outputs_buffered,
+            sendable,
+            ..
+        } = self;
+        let c = conns.get_mut(&id)?;
+        Some((
+            c,
+            OutputQueues {
+                outputs,
+                outputs_buffered,
+                sendable,
+            },
+        ))
     }
 
     /// The most bytes this node's buffers ever held at once, by the same accounting as
@@ -748,14 +779,7 @@ impl Node {
         // Socket outputs go straight to the queue under one lookup; an event ends the
         // borrow so its handler can touch any connection, then draining resumes.
         loop {
-            let Node {
-                conns,
-                outputs,
-                outputs_buffered,
-                sendable,
-                ..
-            } = self;
-            let Some(c) = conns.get_mut(&id) else {
+            let Some((c, mut queues)) = self.conn_and_queues(id) else {
                 break;
             };
             // An open connection's frames wait for `poll_output` (see `Node::sendable`);
@@ -773,16 +797,13 @@ impl Node {
                         event = Some(e);
                         break;
                     }
-                    other => push_socket_output(outputs, outputs_buffered, id, other),
+                    other => queues.push(id, other),
                 }
             }
             match event {
                 Some(e) => self.on_connection_event(now, id, e),
                 None => {
-                    if lazy && !c.sendable && c.conn.has_transmit_ready() {
-                        c.sendable = true;
-                        sendable.push_back(id);
-                    }
+                    queues.list_if_sendable(id, c);
                     break;
                 }
             }
