@@ -778,10 +778,7 @@ impl Node {
     fn flush_connection(&mut self, now: Timestamp, id: ConnectionId) {
         // Socket outputs go straight to the queue under one lookup; an event ends the
         // borrow so its handler can touch any connection, then draining resumes.
-        loop {
-            let Some((c, mut queues)) = self.conn_and_queues(id) else {
-                break;
-            };
+        while let Some((c, mut queues)) = self.conn_and_queues(id) {
             // An open connection's frames wait for `poll_output` (see `Node::sendable`);
             // any other's are built now, so a closing connection's last frames are in the
             // queue before its Close.
