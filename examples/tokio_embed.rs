@@ -33,6 +33,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     alice
         .unicast(bob.peer_id(), 1, Bytes::from_static(b"hello bob"))
         .await?; // acknowledged
+    alice
+        .send(bob.peer_id(), 2, Bytes::from_static(b"tick"))
+        .await?; // queued; no acknowledgement
+    let frame = *b"tock";
+    alice.send_slice(bob.peer_id(), 2, &frame).await?; // the same from a borrowed buffer (copied)
+    let mut direct = 0;
+    while direct < 2 {
+        match events.next().await {
+            Some(Event::Direct { data, .. }) => {
+                println!("bob got {data:?}");
+                direct += 1;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
     println!("{:?}", alice.stop(Duration::from_secs(2)).await?);
     Ok(())
 }
