@@ -685,11 +685,8 @@ impl Connection {
     /// encrypted while the in-flight window is full.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<ConnectionOutput> {
-        if let Some(o) = self.outputs.pop_front() {
+        if let Some(o) = self.poll_made_output() {
             return Some(o);
-        }
-        if self.outputs.capacity() > 0 {
-            self.outputs = VecDeque::new();
         }
         if matches!(
             self.state,
@@ -714,6 +711,7 @@ impl Connection {
     pub fn poll_made_output(&mut self) -> Option<ConnectionOutput> {
         let out = self.outputs.pop_front();
         if out.is_none() && self.outputs.capacity() > 0 {
+            // Idle connections hold no spare capacity (thousands of them would add up).
             self.outputs = VecDeque::new();
         }
         out

@@ -2,14 +2,13 @@
 
 use silver_p2p_async_std::NetworkManager;
 use silver_p2p_driver::testing::{
-    direct_send_scenario, test_config, tight_send_config, two_node_scenario,
+    direct_send_scenario, loopback, test_config, tight_send_config, two_node_scenario,
 };
 
 #[test]
 fn two_nodes_talk_over_loopback() {
     async_std::task::block_on(async {
-        let start =
-            || NetworkManager::new(test_config(), vec!["127.0.0.1:0".parse().unwrap()]).start();
+        let start = || NetworkManager::new(test_config(), loopback()).start();
         let a = start().await.unwrap();
         let b = start().await.unwrap();
         two_node_scenario(a, b).await;
@@ -19,9 +18,7 @@ fn two_nodes_talk_over_loopback() {
 #[test]
 fn a_burst_of_direct_messages_meets_back_pressure_and_arrives_whole() {
     async_std::task::block_on(async {
-        let start = || {
-            NetworkManager::new(tight_send_config(), vec!["127.0.0.1:0".parse().unwrap()]).start()
-        };
+        let start = || NetworkManager::new(tight_send_config(), loopback()).start();
         let a = start().await.unwrap();
         let b = start().await.unwrap();
         direct_send_scenario(a, b).await;

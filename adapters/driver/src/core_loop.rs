@@ -156,7 +156,8 @@ pub enum LoopEvent<S> {
 }
 
 /// The node and the adapter-side state around it. Runtimes call its methods from their loop
-/// and carry out the [`Action`]s it hands to `drain`.
+/// and carry out the [`Action`]s it hands to [`DriverCore::act`] (or one at a time, from
+/// [`DriverCore::next_action`]).
 pub struct DriverCore {
     node: Node,
     clock: Clock,
@@ -243,7 +244,7 @@ impl DriverCore {
 
     /// How far a connection's reader may run ahead of the loop: the limit to create each
     /// connection's [`ReadCredit`] with.
-    pub fn read_credit_limit(&self) -> usize {
+    pub fn max_unprocessed_read_bytes(&self) -> usize {
         self.max_unprocessed_read_bytes
     }
 
@@ -469,19 +470,11 @@ impl DriverCore {
         self.actions_pending
     }
 
-    /// Drains the node: socket work goes to `act`, events to their waiters and subscribers.
-    /// Call after every input, command and timeout.
-    pub fn drain(&mut self, mut act: impl FnMut(Action)) {
-        while let Some(a) = self.next_action() {
-            act(a);
-        }
-    }
-
     /// The node's next socket action, or `None` when it has none left (call again after the
     /// next input). Events met on the way go to their waiters and subscribers.
     pub fn next_action(&mut self) -> Option<Action> {
         loop {
-            return Some(match self.node.poll_output()? {
+            let action = match self.node.poll_output()? {
                 Output::Transmit { conn, bytes } => Action::Transmit { conn, bytes },
                 Output::Dial { conn, addr } => Action::Dial { conn, addr },
                 Output::Close { conn } => Action::Close { conn },
@@ -492,7 +485,8 @@ impl DriverCore {
                     continue;
                 }
                 _ => continue,
-            });
+            };
+            return Some(action);
         }
     }
 

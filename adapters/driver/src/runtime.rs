@@ -475,39 +475,39 @@ impl<R: Runtime> AsyncTable<R> {
         }
     }
 
-    /// Waits for `r` to become readable, inside the loop; returns the handle that cancels
-    /// the wait.
-    fn arm(&mut self, conn: ConnectionId, mut r: R::Read) -> AbortHandle {
-        let (abort, registration) = AbortHandle::new_pair();
-        let wait: BoxFuture<'static, Readiness<R>> = Box::pin(async move {
-            let ready = r.readable().await;
-            (conn, r, ready)
-        });
-        self.ready.push(Abortable::new(wait, registration));
-        abort
-    }
-
     /// Waits again for a read half the loop just read, unless its connection closed (the
     /// half is dropped) or reading is paused (it is parked).
     fn rearm(&mut self, conn: ConnectionId, r: R::Read) {
-        let paused = match self.io.get(&conn).map(|c| &c.reader) {
-            Some(ReaderIo::InLoop { paused, .. }) => *paused,
-            _ => return,
-        };
-        if paused {
-            if let Some(ReaderIo::InLoop { parked, .. }) =
-                self.io.get_mut(&conn).map(|c| &mut c.reader)
-            {
-                *parked = Some(r);
-            }
+        let Some(ReaderIo::InLoop {
+            abort,
+            paused,
+            parked,
+        }) = self.io.get_mut(&conn).map(|c| &mut c.reader)
+        else {
             return;
-        }
-        let handle = self.arm(conn, r);
-        if let Some(ReaderIo::InLoop { abort, .. }) = self.io.get_mut(&conn).map(|c| &mut c.reader)
-        {
-            *abort = handle;
+        };
+        if *paused {
+            *parked = Some(r);
+        } else {
+            *abort = arm::<R>(&mut self.ready, conn, r);
         }
     }
+}
+
+/// Waits for `r` to become readable, inside the loop (in `ready`); returns the handle that
+/// cancels the wait.
+fn arm<R: Runtime>(
+    ready: &mut FuturesUnordered<Abortable<BoxFuture<'static, Readiness<R>>>>,
+    conn: ConnectionId,
+    mut r: R::Read,
+) -> AbortHandle {
+    let (abort, registration) = AbortHandle::new_pair();
+    let wait: BoxFuture<'static, Readiness<R>> = Box::pin(async move {
+        let ready = r.readable().await;
+        (conn, r, ready)
+    });
+    ready.push(Abortable::new(wait, registration));
+    abort
 }
 
 /// Reads a connection whose read half became readable and hands the bytes to the core,
@@ -563,7 +563,7 @@ impl<R: Runtime> SocketTable for AsyncTable<R> {
         )));
         let reader = if r.supports_readiness() {
             ReaderIo::InLoop {
-                abort: self.arm(conn, r),
+                abort: arm::<R>(&mut self.ready, conn, r),
                 paused: false,
                 parked: None,
             }
@@ -714,7 +714,7 @@ async fn run<R: Runtime>(
         ready: FuturesUnordered::new(),
         direct_budget: 0,
         writers: 0,
-        read_limit: core.read_credit_limit(),
+        read_limit: core.max_unprocessed_read_bytes(),
     };
     let mut armed: Option<(Option<Instant>, BoxFuture<'static, ()>)> = None;
     loop {

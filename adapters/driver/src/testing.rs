@@ -213,6 +213,11 @@ async fn connect_pair(a: &NetworkHandle, b: &NetworkHandle) -> (EventStream, Eve
     (a_events, b_events)
 }
 
+/// The listen address of a test node: any free port on IPv4 loopback.
+pub fn loopback() -> Vec<std::net::SocketAddr> {
+    vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))]
+}
+
 /// A configuration whose send queues are far smaller than a burst of direct messages, so
 /// the burst runs into back-pressure.
 pub fn tight_send_config() -> NodeConfig {

@@ -295,7 +295,7 @@ fn run(mut core: DriverCore, rx: Receiver<Event>, tx: Sender<Event>, listen: Vec
         tx,
         io: BTreeMap::new(),
         writers: 0,
-        read_limit: core.read_credit_limit(),
+        read_limit: core.max_unprocessed_read_bytes(),
     };
     loop {
         core.act(&mut table);

@@ -2,14 +2,14 @@
 //! scenario is async; it runs on a minimal executor while the nodes run on threads).
 
 use silver_p2p_driver::testing::{
-    direct_send_scenario, paused_reading_scenario, slow_reader_config, test_config,
+    direct_send_scenario, loopback, paused_reading_scenario, slow_reader_config, test_config,
     tight_send_config, two_node_scenario,
 };
 use silver_p2p_std_thread::NetworkManager;
 
 #[test]
 fn two_nodes_talk_over_loopback() {
-    let start = || NetworkManager::new(test_config(), vec!["127.0.0.1:0".parse().unwrap()]).start();
+    let start = || NetworkManager::new(test_config(), loopback()).start();
     let a = start().unwrap();
     let b = start().unwrap();
     futures::executor::block_on(two_node_scenario(a.0.clone(), b.0.clone()));
@@ -17,8 +17,7 @@ fn two_nodes_talk_over_loopback() {
 
 #[test]
 fn a_burst_of_direct_messages_meets_back_pressure_and_arrives_whole() {
-    let start =
-        || NetworkManager::new(tight_send_config(), vec!["127.0.0.1:0".parse().unwrap()]).start();
+    let start = || NetworkManager::new(tight_send_config(), loopback()).start();
     let a = start().unwrap();
     let b = start().unwrap();
     futures::executor::block_on(direct_send_scenario(a.0.clone(), b.0.clone()));
@@ -26,10 +25,10 @@ fn a_burst_of_direct_messages_meets_back_pressure_and_arrives_whole() {
 
 #[test]
 fn reading_paused_by_the_rate_limit_loses_nothing() {
-    let a = NetworkManager::new(test_config(), vec!["127.0.0.1:0".parse().unwrap()])
+    let a = NetworkManager::new(test_config(), loopback())
         .start()
         .unwrap();
-    let b = NetworkManager::new(slow_reader_config(), vec!["127.0.0.1:0".parse().unwrap()])
+    let b = NetworkManager::new(slow_reader_config(), loopback())
         .start()
         .unwrap();
     futures::executor::block_on(paused_reading_scenario(a.0.clone(), b.0.clone()));

@@ -1,14 +1,14 @@
 //! Two tokio nodes over real loopback sockets run the shared adapter scenario.
 
 use silver_p2p_driver::testing::{
-    direct_send_scenario, paused_reading_scenario, slow_reader_config, test_config,
+    direct_send_scenario, loopback, paused_reading_scenario, slow_reader_config, test_config,
     tight_send_config, two_node_scenario,
 };
 use silver_p2p_tokio::NetworkManager;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_talk_over_loopback() {
-    let start = || NetworkManager::new(test_config(), vec!["127.0.0.1:0".parse().unwrap()]).start();
+    let start = || NetworkManager::new(test_config(), loopback()).start();
     let a = start().await.unwrap();
     let b = start().await.unwrap();
     two_node_scenario(a, b).await;
@@ -16,8 +16,7 @@ async fn two_nodes_talk_over_loopback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_direct_messages_meets_back_pressure_and_arrives_whole() {
-    let start =
-        || NetworkManager::new(tight_send_config(), vec!["127.0.0.1:0".parse().unwrap()]).start();
+    let start = || NetworkManager::new(tight_send_config(), loopback()).start();
     let a = start().await.unwrap();
     let b = start().await.unwrap();
     direct_send_scenario(a, b).await;
@@ -25,11 +24,11 @@ async fn a_burst_of_direct_messages_meets_back_pressure_and_arrives_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_paused_by_the_rate_limit_loses_nothing() {
-    let a = NetworkManager::new(test_config(), vec!["127.0.0.1:0".parse().unwrap()])
+    let a = NetworkManager::new(test_config(), loopback())
         .start()
         .await
         .unwrap();
-    let b = NetworkManager::new(slow_reader_config(), vec!["127.0.0.1:0".parse().unwrap()])
+    let b = NetworkManager::new(slow_reader_config(), loopback())
         .start()
         .await
         .unwrap();

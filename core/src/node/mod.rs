@@ -107,9 +107,9 @@ struct OutputQueues<'a> {
 }
 
 impl OutputQueues<'_> {
-    /// Moves one of connection `conn`'s socket outputs to the node's queue (events are
-    /// handled by the caller).
-    fn push(&mut self, conn: ConnectionId, out: ConnectionOutput) {
+    /// Moves one of connection `conn`'s socket outputs to the node's queue; an event is
+    /// handed back for the caller to handle.
+    fn push(&mut self, conn: ConnectionId, out: ConnectionOutput) -> Option<ConnectionEvent> {
         self.outputs.push_back(match out {
             ConnectionOutput::Transmit(bytes) => {
                 *self.outputs_buffered += bytes.capacity();
@@ -118,8 +118,9 @@ impl OutputQueues<'_> {
             ConnectionOutput::PauseRead => Output::PauseRead { conn },
             ConnectionOutput::ResumeRead => Output::ResumeRead { conn },
             ConnectionOutput::Close => Output::Close { conn },
-            ConnectionOutput::Event(_) => return,
+            ConnectionOutput::Event(e) => return Some(e),
         });
+        None
     }
 
     /// Lists open connection `id` in `Node::sendable` if it has a transmit to build and is
@@ -671,19 +672,13 @@ impl Node {
             return;
         };
         c.sendable = false;
-        let mut built = false;
-        // An open connection's outputs are made before it is listed, and building a frame
-        // makes at most a pause or a resume of reading besides, never an event.
-        while let Some(out) = if built {
-            c.conn.poll_made_output()
-        } else {
-            c.conn.poll_output()
-        } {
-            built = true;
-            match out {
-                ConnectionOutput::Event(_) => debug_assert!(false, "an event while building"),
-                other => queues.push(id, other),
-            }
+        // One transmit, then what building it made besides: at most a pause or a resume of
+        // reading, never an event (an open connection's events were drained before it was
+        // listed).
+        let built = c.conn.poll_output().into_iter();
+        for out in built.chain(std::iter::from_fn(|| c.conn.poll_made_output())) {
+            let stray = queues.push(id, out);
+            debug_assert!(stray.is_none(), "an event while building a transmit");
         }
         queues.list_if_sendable(id, c);
         self.reindex(id);
@@ -789,12 +784,9 @@ impl Node {
             } else {
                 c.conn.poll_output()
             } {
-                match out {
-                    ConnectionOutput::Event(e) => {
-                        event = Some(e);
-                        break;
-                    }
-                    other => queues.push(id, other),
+                event = queues.push(id, out);
+                if event.is_some() {
+                    break;
                 }
             }
             match event {
@@ -2144,7 +2136,17 @@ impl Node {
         data: Bytes,
     ) -> Result<(), CommandError> {
         let conn = self.direct_target(peer)?;
-        let r = self.queue_direct(peer, conn, kind, data);
+        let r = match self.send_to(conn, Message::Direct { kind, data }) {
+            Ok(()) => {
+                self.counters.directs_sent += 1;
+                Ok(())
+            }
+            Err(SendError::QueueFull) => Err(CommandError::Full("send queue")),
+            Err(SendError::TooLarge { len, max }) => Err(CommandError::TooLarge { len, max }),
+            Err(SendError::InvalidField(f)) => Err(CommandError::InvalidField(f)),
+            // Closing: for the caller the peer is as good as gone.
+            Err(_) => Err(CommandError::UnknownPeer(*peer)),
+        };
         self.flush(now);
         r
     }
@@ -2204,26 +2206,6 @@ impl Node {
             .get(peer)
             .copied()
             .ok_or(CommandError::UnknownPeer(*peer))
-    }
-
-    fn queue_direct(
-        &mut self,
-        peer: &PeerId,
-        conn: ConnectionId,
-        kind: crate::message::AppKind,
-        data: Bytes,
-    ) -> Result<(), CommandError> {
-        match self.send_to(conn, Message::Direct { kind, data }) {
-            Ok(()) => {
-                self.counters.directs_sent += 1;
-                Ok(())
-            }
-            Err(SendError::QueueFull) => Err(CommandError::Full("send queue")),
-            Err(SendError::TooLarge { len, max }) => Err(CommandError::TooLarge { len, max }),
-            Err(SendError::InvalidField(f)) => Err(CommandError::InvalidField(f)),
-            // Closing: for the caller the peer is as good as gone.
-            Err(_) => Err(CommandError::UnknownPeer(*peer)),
-        }
     }
 
     fn transmit_unicast(&mut self, now: Timestamp, id: u64) {
