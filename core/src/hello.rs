@@ -31,8 +31,10 @@ impl Capabilities {
     pub const SERVE_TRANSACTIONS: Capabilities = Capabilities(1 << 2);
     /// Answers GetPeers.
     pub const PEER_EXCHANGE: Capabilities = Capabilities(1 << 3);
+    /// Understands lazy gossip: IHave, IWant and Prune (tree gossip).
+    pub const LAZY_GOSSIP: Capabilities = Capabilities(1 << 4);
     /// Everything this version knows.
-    pub const ALL: Capabilities = Capabilities(0b1111);
+    pub const ALL: Capabilities = Capabilities(0b1_1111);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Capabilities) -> bool {

@@ -19,6 +19,8 @@ pub const MAX_PEERS_PER_MESSAGE: usize = 1000;
 pub const MAX_HASH_LEN: usize = 64;
 /// Longest human-readable detail in a [`Message::Goodbye`].
 pub const MAX_GOODBYE_DETAIL: usize = 256;
+/// Most message ids in one IHave or IWant.
+pub const MAX_IDS_PER_MESSAGE: usize = 256;
 
 /// Application-defined message kinds: opaque to the library, meaningful to the application.
 pub type AppKind = u32;
@@ -62,6 +64,12 @@ pub enum MessageKind {
     Goodbye = 15,
     /// Application message for the receiving peer only: not acknowledged, not relayed.
     Direct = 16,
+    /// Ids of gossip messages the sender can send on request (tree gossip).
+    IHave = 17,
+    /// Request for announced gossip messages; the sender wants pushes again.
+    IWant = 18,
+    /// The sender wants announcements instead of pushes.
+    Prune = 19,
 }
 
 impl MessageKind {
@@ -86,12 +94,15 @@ impl MessageKind {
             14 => Chunk,
             15 => Goodbye,
             16 => Direct,
+            17 => IHave,
+            18 => IWant,
+            19 => Prune,
             _ => return None,
         })
     }
 
     /// Every kind, in code order.
-    pub const ALL: [MessageKind; 17] = {
+    pub const ALL: [MessageKind; 20] = {
         use MessageKind::*;
         [
             Ping,
@@ -111,6 +122,9 @@ impl MessageKind {
             Chunk,
             Goodbye,
             Direct,
+            IHave,
+            IWant,
+            Prune,
         ]
     };
 
@@ -118,7 +132,9 @@ impl MessageKind {
     pub const fn arity(self) -> usize {
         use MessageKind::*;
         match self {
-            Ping | Pong | GetPeers | Peers | Transaction | Block | NotFound | Ack => 2,
+            Prune => 1,
+            Ping | Pong | GetPeers | Peers | Transaction | Block | NotFound | Ack | IHave
+            | IWant => 2,
             GetBlock | GetTransaction | Response | App | Goodbye | Direct => 3,
             Request | Unicast => 4,
             Chunk => 6,
@@ -129,9 +145,8 @@ impl MessageKind {
     pub const fn priority(self) -> Priority {
         use MessageKind::*;
         match self {
-            Ping | Pong | Goodbye | Ack | NotFound | GetPeers | GetBlock | GetTransaction => {
-                Priority::Control
-            }
+            Ping | Pong | Goodbye | Ack | NotFound | GetPeers | GetBlock | GetTransaction
+            | IHave | IWant | Prune => Priority::Control,
             _ => Priority::Data,
         }
     }
@@ -329,6 +344,21 @@ pub enum Message {
         /// The message's bytes.
         data: Bytes,
     },
+    /// Lazy gossip: ids of gossip messages the sender has and can send on request (tree
+    /// gossip, see [`crate::node::GossipMode`]).
+    IHave {
+        /// At most [`MAX_IDS_PER_MESSAGE`] message ids.
+        ids: Vec<[u8; 32]>,
+    },
+    /// Asks for the gossip messages with these ids (announced by an IHave), and asks the
+    /// receiver to push future gossip to the sender eagerly.
+    IWant {
+        /// At most [`MAX_IDS_PER_MESSAGE`] message ids.
+        ids: Vec<[u8; 32]>,
+    },
+    /// Asks the receiver to stop pushing gossip to the sender and to announce it with IHave
+    /// instead (the sender got a message twice).
+    Prune,
     /// Clean close: the sender closes the connection after this message.
     Goodbye {
         /// Why.
@@ -487,6 +517,9 @@ impl Message {
             Message::Direct { .. } => MessageKind::Direct,
             Message::Chunk(_) => MessageKind::Chunk,
             Message::Goodbye { .. } => MessageKind::Goodbye,
+            Message::IHave { .. } => MessageKind::IHave,
+            Message::IWant { .. } => MessageKind::IWant,
+            Message::Prune => MessageKind::Prune,
         }
     }
 
@@ -501,6 +534,9 @@ impl Message {
                 Err("hash")
             }
             Message::Goodbye { detail, .. } if detail.len() > MAX_GOODBYE_DETAIL => Err("detail"),
+            Message::IHave { ids } | Message::IWant { ids } if ids.len() > MAX_IDS_PER_MESSAGE => {
+                Err("ids")
+            }
             _ => Ok(()),
         }
     }
@@ -546,6 +582,10 @@ impl Message {
             Message::Goodbye { reason, detail } => {
                 head_len(u64::from(reason.code())) + string_len(detail.len())
             }
+            Message::IHave { ids } | Message::IWant { ids } => {
+                head_len(ids.len() as u64) + ids.len() * string_len(32)
+            }
+            Message::Prune => 0,
         };
         // Array head (arity < 24: one byte) and kind code (< 24: one byte).
         2 + body
@@ -618,6 +658,13 @@ impl Message {
                 put_uint(out, u64::from(reason.code()));
                 put_text(out, detail);
             }
+            Message::IHave { ids } | Message::IWant { ids } => {
+                cbor::put_array(out, ids.len());
+                for id in ids {
+                    put_bytes(out, id);
+                }
+            }
+            Message::Prune => {}
         }
     }
 
@@ -804,8 +851,29 @@ impl Message {
                     detail: detail.to_string(),
                 }
             }
+            MessageKind::IHave => Message::IHave { ids: read_ids(r)? },
+            MessageKind::IWant => Message::IWant { ids: read_ids(r)? },
+            MessageKind::Prune => Message::Prune,
         })
     }
+}
+
+/// Reads the id list of an IHave or IWant: at most [`MAX_IDS_PER_MESSAGE`] byte strings of
+/// exactly 32 bytes.
+fn read_ids(r: &mut Reader<'_>) -> Result<Vec<[u8; 32]>, DecodeError> {
+    let count = r.array()?;
+    if count > MAX_IDS_PER_MESSAGE {
+        return Err(DecodeError::OutOfRange { field: "ids" });
+    }
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id: [u8; 32] = r
+            .bytes_ref()?
+            .try_into()
+            .map_err(|_| DecodeError::OutOfRange { field: "ids" })?;
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// Decodes every message in a frame, in order, calling `f` for each. Stops at the first
@@ -909,6 +977,9 @@ pub(crate) mod testing {
                 reason: GoodbyeReason::from_code(code),
                 detail
             }),
+            prop::collection::vec(any::<[u8; 32]>(), 0..20).prop_map(|ids| Message::IHave { ids }),
+            prop::collection::vec(any::<[u8; 32]>(), 0..20).prop_map(|ids| Message::IWant { ids }),
+            Just(Message::Prune),
         ]
     }
 }

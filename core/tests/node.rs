@@ -1093,3 +1093,173 @@ fn transmits_to_several_peers_are_built_in_turn_as_they_are_polled() {
     let total: usize = transmits.iter().map(|(_, len)| len).sum();
     assert!(total >= 1_200_000, "every byte was built: {total}");
 }
+
+fn tree(c: &mut NodeConfig) {
+    c.gossip.mode = GossipMode::Tree;
+}
+
+/// Sum of one counter over every node.
+fn total(net: &Net, f: impl Fn(&NodeCounters) -> u64) -> u64 {
+    (0..net.nodes.len())
+        .map(|i| f(&net.nodes[i].node.stats(net.now).counters))
+        .sum()
+}
+
+/// `count` broadcasts from nodes chosen in turn (never node 0), `gap` apart; their
+/// origins and ids.
+fn broadcasts(net: &mut Net, count: usize, gap: Duration) -> Vec<(usize, MessageId)> {
+    let n = net.nodes.len();
+    (0..count)
+        .map(|k| {
+            let from = 1 + (k * 7 + 2) % (n - 1);
+            let msg = GossipMessage::Transaction(Bytes::from(format!("tx {k} {}", net.now)));
+            let r = net
+                .with(from, |node, now| {
+                    node.broadcast(now, msg, BroadcastOptions::default())
+                })
+                .unwrap();
+            net.run_for(gap);
+            (from, r.id)
+        })
+        .collect()
+}
+
+#[test]
+fn tree_gossip_prunes_to_about_one_copy_per_node_and_still_reaches_everyone() {
+    let n = 30;
+    let mut flood = Net::star(n, |_, c| c.limits.target_outbound = 4);
+    let mut treed = Net::star(n, |_, c| {
+        c.limits.target_outbound = 4;
+        tree(c);
+    });
+    for net in [&mut flood, &mut treed] {
+        net.run_for(Duration::from_secs(60));
+        // The first broadcasts shape the tree.
+        broadcasts(net, 10, Duration::from_secs(2));
+    }
+    let dups_before = [&flood, &treed].map(|net| total(net, |c| c.gossip_duplicates));
+    let ids_flood = broadcasts(&mut flood, 10, Duration::from_secs(2));
+    let ids_tree = broadcasts(&mut treed, 10, Duration::from_secs(2));
+    for (net, ids) in [(&flood, &ids_flood), (&treed, &ids_tree)] {
+        for (from, id) in ids {
+            // Every node but the origin delivers it exactly once.
+            for i in (0..n).filter(|i| i != from) {
+                assert_eq!(net.gossip_count(i, id), 1, "node {i}");
+            }
+        }
+    }
+    let dups_flood = total(&flood, |c| c.gossip_duplicates) - dups_before[0];
+    let dups_tree = total(&treed, |c| c.gossip_duplicates) - dups_before[1];
+    // Flooding: every connection carries each message (both ways but one), so tens of
+    // duplicates per broadcast. The tree: close to none once pruned.
+    assert!(dups_flood >= 10 * 30, "flood duplicates {dups_flood}");
+    assert!(
+        dups_tree * 10 < dups_flood,
+        "tree duplicates {dups_tree} against flood {dups_flood}"
+    );
+    assert!(total(&treed, |c| c.gossip_prunes_sent) > 0);
+    assert!(total(&treed, |c| c.gossip_announcements_sent) > 0);
+    // Flood nodes never speak the lazy protocol.
+    assert_eq!(total(&flood, |c| c.gossip_prunes_sent), 0);
+    assert_eq!(total(&flood, |c| c.gossip_announcements_sent), 0);
+}
+
+#[test]
+fn tree_gossip_reaches_nodes_behind_a_silent_relay_through_announcements() {
+    let n = 30;
+    let mut net = Net::star(n, |_, c| {
+        c.limits.target_outbound = 4;
+        tree(c);
+    });
+    net.run_for(Duration::from_secs(60));
+    broadcasts(&mut net, 10, Duration::from_secs(2));
+    // Node 0, the bootstrap node every other node dialed first, goes silent: it still
+    // receives but nothing it sends arrives. Its connections stay open (the idle timeout is
+    // far off), so no graft is triggered: only announcements can reach the nodes whose
+    // tree path ran through it.
+    for j in 1..n {
+        net.cut.insert((0, j));
+    }
+    let wanted_before = total(&net, |c| c.gossip_ids_wanted);
+    let ids = broadcasts(&mut net, 5, Duration::from_secs(5));
+    for (from, id) in &ids {
+        for i in (1..n).filter(|i| i != from) {
+            assert_eq!(net.gossip_count(i, id), 1, "node {i} message {id}");
+        }
+    }
+    assert!(
+        total(&net, |c| c.gossip_ids_wanted) > wanted_before,
+        "some node had to ask for a message it was announced"
+    );
+}
+
+#[test]
+fn tree_gossip_grafts_when_a_pushing_peer_is_lost() {
+    let n = 20;
+    let mut net = Net::star(n, |_, c| {
+        c.limits.target_outbound = 3;
+        tree(c);
+        // Announcements so rare that they cannot explain the deliveries checked below.
+        c.gossip.announce_interval = Duration::from_secs(600);
+        c.gossip.history = Duration::from_secs(600);
+    });
+    net.run_for(Duration::from_secs(60));
+    broadcasts(&mut net, 10, Duration::from_secs(2));
+    let grafts_before = total(&net, |c| c.gossip_grafts_sent);
+    // The bootstrap node crashes: its peers see resets, and those it pushed to graft
+    // their lazy peers at once.
+    let config = config_for(0, None);
+    net.nodes[0].up = false;
+    net.restart(0, config, key(0), None);
+    net.nodes[0].up = false;
+    assert!(total(&net, |c| c.gossip_grafts_sent) > grafts_before);
+    let ids = broadcasts(&mut net, 3, Duration::from_millis(500));
+    for (from, id) in &ids {
+        for i in (1..n).filter(|i| i != from) {
+            assert_eq!(net.gossip_count(i, id), 1, "node {i}");
+        }
+    }
+}
+
+#[test]
+fn a_flood_node_among_tree_nodes_keeps_receiving_everything() {
+    let n = 12;
+    let mut net = Net::star(n, |i, c| {
+        c.limits.target_outbound = 3;
+        if i != 5 {
+            tree(c);
+        }
+    });
+    net.run_for(Duration::from_secs(60));
+    let ids = broadcasts(&mut net, 15, Duration::from_secs(2));
+    for (from, id) in &ids {
+        for i in (0..n).filter(|i| i != from) {
+            assert_eq!(net.gossip_count(i, id), 1, "node {i}");
+        }
+    }
+    // Node 5 never advertised lazy gossip, so nobody pruned it: it has no prune to send
+    // and received pushes only.
+    assert_eq!(
+        net.nodes[5].node.stats(net.now).counters.gossip_prunes_sent,
+        0
+    );
+    assert_eq!(
+        net.nodes[5].node.stats(net.now).counters.gossip_ids_wanted,
+        0
+    );
+}
+
+#[test]
+fn tree_mode_rejects_a_history_shorter_than_its_announcement_interval() {
+    let mut c = config_for(0, None);
+    tree(&mut c);
+    c.gossip.history = Duration::from_millis(500);
+    let e = c.validate().unwrap_err();
+    assert!(e.to_string().contains("history"), "{e}");
+    c.gossip.history = Duration::from_secs(3);
+    c.gossip.announce_peers = 0;
+    assert!(c.validate().is_err());
+    // The same values are fine in flood mode, which does not use them.
+    c.gossip.mode = GossipMode::Flood;
+    assert!(c.validate().is_ok());
+}

@@ -171,6 +171,7 @@ fn capability_table_matches_the_code() {
             "SERVE_BLOCKS" => Capabilities::SERVE_BLOCKS,
             "SERVE_TRANSACTIONS" => Capabilities::SERVE_TRANSACTIONS,
             "PEER_EXCHANGE" => Capabilities::PEER_EXCHANGE,
+            "LAZY_GOSSIP" => Capabilities::LAZY_GOSSIP,
             other => panic!("PROTOCOL.md lists an unknown capability {other}"),
         };
         assert_eq!(value, expected.0, "value of capability {}", row[2]);
@@ -1108,6 +1109,13 @@ fn example_messages(peer: &Keypair) -> Vec<Message> {
             kind: 7,
             data: bytes_of(b"hi"),
         },
+        Message::IHave {
+            ids: vec![[0xaa; 32]],
+        },
+        Message::IWant {
+            ids: vec![[0xaa; 32], [0xbb; 32]],
+        },
+        Message::Prune,
     ]
 }
 

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use silver_p2p_core::node::GossipMode;
 use silver_p2p_sim::{process_peak_rss, Scenario, Workload, BUILTIN_SCENARIOS};
 
 /// Deterministic network simulator for silver-p2p.
@@ -57,6 +58,9 @@ struct Args {
     /// simulator still sets the network id, listen address and bootstrap peers.
     #[arg(long)]
     node_config: Option<std::path::PathBuf>,
+    /// Gossip mode of every node: `flood` or `tree` (applied after --node-config).
+    #[arg(long, value_parser = parse_gossip_mode)]
+    gossip: Option<GossipMode>,
     /// Memory sampling interval (bounds are checked every ten samples).
     #[arg(long, value_parser = parse_duration)]
     sample_every: Option<Duration>,
@@ -75,6 +79,14 @@ struct Args {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+}
+
+fn parse_gossip_mode(s: &str) -> Result<GossipMode, String> {
+    match s {
+        "flood" => Ok(GossipMode::Flood),
+        "tree" => Ok(GossipMode::Tree),
+        _ => Err(format!("unknown gossip mode {s:?}: flood or tree")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -112,6 +124,12 @@ fn replay_command(a: &Args) -> String {
     let d = |x: Duration| format!("{}s", x.as_secs_f64());
     if let Some(p) = &a.node_config {
         c += &format!(" --node-config {}", p.display());
+    }
+    if let Some(g) = a.gossip {
+        c += match g {
+            GossipMode::Flood => " --gossip flood",
+            GossipMode::Tree => " --gossip tree",
+        };
     }
     if let Some(o) = a.outbound {
         c += &format!(" --outbound {o}");
@@ -190,6 +208,9 @@ fn main() -> ExitCode {
             c.listen_addrs = listen;
             c.bootstrap = boot;
         });
+    }
+    if let Some(g) = args.gossip {
+        scenario = scenario.configure(move |_, c| c.gossip.mode = g);
     }
     if let Some(o) = args.outbound {
         scenario = scenario.configure(move |_, c| {

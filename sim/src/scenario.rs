@@ -661,10 +661,18 @@ impl Scenario {
         self
     }
 
-    /// Adjusts every node's configuration.
+    /// Adjusts every node's configuration. Several calls compose: each adjustment runs
+    /// after the ones given before it.
     pub fn configure(mut self, f: impl Fn(NodeId, &mut NodeConfig) + 'static) -> Self {
         self.builtin = false;
-        self.config_fn = Some(Arc::new(f));
+        let f: ConfigFn = Arc::new(f);
+        self.config_fn = Some(match self.config_fn.take() {
+            Some(before) => Arc::new(move |id, c: &mut NodeConfig| {
+                before(id, c);
+                f(id, c);
+            }),
+            None => f,
+        });
         self
     }
 

@@ -166,6 +166,25 @@ pub enum RelayMode {
     Validate,
 }
 
+/// How gossip travels between peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GossipMode {
+    /// Every node pushes every new message to all its peers (but the sender). Fastest
+    /// and most robust, at the cost of one copy of every message per connection and
+    /// direction: a node with d peers receives each message about d times.
+    Flood,
+    /// Push along a spanning tree, announce to the rest (epidemic broadcast trees). Peers
+    /// start eager (pushed to); a peer that delivers a message we already had is told to
+    /// stop (`Prune`) and becomes lazy. Lazy peers get the ids of recent messages
+    /// (`IHave`), a few chosen at random every `announce_interval`; a node missing an
+    /// announced message asks for it (`IWant`), which also makes that link eager again, so
+    /// the tree repairs itself after failures. Each node then receives each payload about
+    /// once, for an extra announcement delay where the tree is broken. Peers that do not
+    /// advertise [`crate::Capabilities::LAZY_GOSSIP`] are always pushed to.
+    Tree,
+}
+
 /// Broadcast (gossip).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -187,6 +206,29 @@ pub struct GossipConfig {
     /// Our own broadcasts tracked per peer until every copy is written (older ones are
     /// forgotten first). Default 1024.
     pub max_tracked_broadcasts: usize,
+    /// `flood` or `tree` (see [`GossipMode`]). Default `flood`.
+    pub mode: GossipMode,
+    /// Tree mode: how often recent message ids are announced to lazy peers. Default 1 s.
+    #[serde(with = "duration_ms", rename = "announce_interval_ms")]
+    pub announce_interval: Duration,
+    /// Tree mode: lazy peers, chosen at random, that each announcement round goes to.
+    /// More repairs a broken tree sooner, at one small message per peer and round.
+    /// Default 2.
+    pub announce_peers: usize,
+    /// Tree mode: how long a message stays announced and is kept to answer `IWant`.
+    /// Default 3 s.
+    #[serde(with = "duration_ms", rename = "history_ms")]
+    pub history: Duration,
+    /// Tree mode: most payload bytes kept for `IWant` answers (oldest dropped first).
+    /// Default 8 MiB.
+    pub max_history_bytes: usize,
+    /// Tree mode: announced message ids requested and awaited at once; further
+    /// announcements are ignored (counted) until some arrive or time out. Default 4096.
+    pub max_pending_wants: usize,
+    /// Tree mode: a requested message not received within this time may be asked of the
+    /// next peer that announces it. Default 1 s.
+    #[serde(with = "duration_ms", rename = "want_timeout_ms")]
+    pub want_timeout: Duration,
 }
 
 impl Default for GossipConfig {
@@ -199,6 +241,13 @@ impl Default for GossipConfig {
             validation_timeout: Duration::from_secs(10),
             relay_fanout: 0,
             max_tracked_broadcasts: 1024,
+            mode: GossipMode::Flood,
+            announce_interval: Duration::from_secs(1),
+            announce_peers: 2,
+            history: Duration::from_secs(3),
+            max_history_bytes: 8 << 20,
+            max_pending_wants: 4096,
+            want_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -448,6 +497,36 @@ impl NodeConfig {
                 "gossip.seen_cache_size",
                 "seen_cache_size and seen_ttl_ms must be greater than zero",
             ));
+        }
+        if g.mode == GossipMode::Tree {
+            if g.announce_interval.is_zero()
+                || g.announce_peers == 0
+                || g.want_timeout.is_zero()
+                || g.max_pending_wants == 0
+            {
+                return Err(ConfigError::new(
+                    "gossip",
+                    "tree mode needs announce_interval_ms, announce_peers, want_timeout_ms \
+                     and max_pending_wants greater than zero",
+                ));
+            }
+            if g.history < g.announce_interval {
+                return Err(ConfigError::new(
+                    "gossip.history_ms",
+                    format!(
+                        "history ({:?}) is shorter than announce_interval ({:?}): some messages \
+                         would never be announced",
+                        g.history, g.announce_interval
+                    ),
+                ));
+            }
+            if g.seen_ttl < g.history {
+                return Err(ConfigError::new(
+                    "gossip.seen_ttl_ms",
+                    "seen_ttl is shorter than history: an announced message could be taken \
+                     for new again",
+                ));
+            }
         }
         let u = &self.unicast;
         if u.max_attempts == 0 || u.ack_timeout.is_zero() || u.max_pending == 0 {

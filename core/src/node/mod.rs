@@ -34,9 +34,11 @@ use crate::connection::{
     Violation,
 };
 use crate::handshake::Role;
-use crate::hello::{Hello, PROTOCOL_VERSION};
+use crate::hello::{Capabilities, Hello, PROTOCOL_VERSION};
 use crate::identity::{Keypair, PeerId};
-use crate::message::{GoodbyeReason, Message, MAX_PEERS_PER_MESSAGE};
+use crate::message::{
+    EncodedMessage, GoodbyeReason, Message, MAX_IDS_PER_MESSAGE, MAX_PEERS_PER_MESSAGE,
+};
 use crate::rng::SeededRng;
 use crate::time::Timestamp;
 
@@ -58,6 +60,8 @@ enum Timer {
     Unicast(u64),
     /// A request's deadline.
     Request(u64),
+    /// Tree gossip: the next announcement round.
+    Announce,
 }
 
 /// One connection and what the node knows about it.
@@ -96,6 +100,19 @@ struct Conn {
     buffered: usize,
     /// Listed in `Node::sendable`.
     sendable: bool,
+    /// The peer advertised [`Capabilities::LAZY_GOSSIP`]: it may be made lazy.
+    lazy_gossip: bool,
+    /// Tree gossip: new messages are pushed to this peer (else only announced).
+    eager: bool,
+}
+
+/// A recent gossip message kept to answer IWant (tree gossip).
+#[derive(Debug)]
+struct HistoryEntry {
+    wire: EncodedMessage,
+    /// Connections it was sent to in answer to IWant: each is served at most once, so a
+    /// peer cannot make us send one message over and over.
+    served: Vec<ConnectionId>,
 }
 
 /// The node's output queues, borrowed apart from its connections (see
@@ -263,6 +280,15 @@ pub struct Node {
     tracked: BTreeMap<u64, TrackedBroadcast>,
     tracked_ids: BTreeMap<MessageId, u64>,
     next_broadcast: u64,
+    /// Tree gossip: recent messages by id, to announce and to answer IWant.
+    history: BTreeMap<MessageId, HistoryEntry>,
+    /// The same ids in the order they were added, to expire them.
+    history_order: VecDeque<(Timestamp, MessageId)>,
+    /// Payload bytes held in `history`.
+    history_bytes: usize,
+    /// Tree gossip: ids asked for with IWant, with the time after which another
+    /// announcer may be asked.
+    pending_wants: BTreeMap<MessageId, Timestamp>,
 }
 
 #[derive(Debug)]
@@ -404,10 +430,17 @@ impl Node {
         config.validate()?;
         let mut rng = SeededRng::from_seed(seed);
         let addrbook = AddressBook::new(config.address_book.clone(), rng.derive_seed(b"addrbook"));
+        // Only a tree-gossip node understands being made lazy: a flood node advertising it
+        // would be pruned and then hear nothing from its tree peers.
+        let capabilities = if config.gossip.mode == GossipMode::Tree {
+            config.capabilities
+        } else {
+            Capabilities(config.capabilities.0 & !Capabilities::LAZY_GOSSIP.0)
+        };
         let hello = Hello {
             network_id: config.network_id.clone(),
             versions: vec![PROTOCOL_VERSION],
-            capabilities: config.capabilities,
+            capabilities,
             listen_addrs: config.listen_addrs.clone(),
             agent: config.agent.clone(),
         };
@@ -456,12 +489,20 @@ impl Node {
             tracked: BTreeMap::new(),
             tracked_ids: BTreeMap::new(),
             next_broadcast: 0,
+            history: BTreeMap::new(),
+            history_order: VecDeque::new(),
+            history_bytes: 0,
+            pending_wants: BTreeMap::new(),
             config,
         };
         for addr in node.config.bootstrap.clone() {
             node.add_persistent_peer(now, addr);
         }
         node.timers.insert((now, Timer::Maintenance));
+        if node.tree_gossip() {
+            node.timers
+                .insert((now + node.config.gossip.announce_interval, Timer::Announce));
+        }
         Ok(node)
     }
 
@@ -748,6 +789,7 @@ impl Node {
                 }
                 Timer::Unicast(id) => self.unicast_timer(now, id),
                 Timer::Request(id) => self.request_timeout(now, id),
+                Timer::Announce => self.announce(now),
             }
         }
     }
@@ -903,6 +945,8 @@ impl Node {
                 closed: false,
                 buffered: 0,
                 sendable: false,
+                lazy_gossip: false,
+                eager: true,
             }),
         );
         self.dirty.push(id);
@@ -1190,6 +1234,8 @@ impl Node {
         c.registered = true;
         c.agent = hello.agent.clone();
         c.version = version;
+        c.lazy_gossip = hello.capabilities.contains(Capabilities::LAZY_GOSSIP);
+        c.eager = true;
         let direction = c.direction;
         let addr = c.addr;
         self.peers.insert(peer, id);
@@ -1265,6 +1311,7 @@ impl Node {
         c.closed = true;
         let (peer, registered, direction, addr) = (c.peer, c.registered, c.direction, c.addr);
         let established = c.conn.stats().connected_since.is_some();
+        let was_eager = c.eager;
         if registered {
             if let Some(p) = peer {
                 if self.peers.get(&p) == Some(&id) {
@@ -1276,6 +1323,9 @@ impl Node {
                         conn: id,
                         reason: reason.clone(),
                     }));
+            }
+            if was_eager {
+                self.graft_all();
             }
         }
         if reason == CloseReason::SelfConnection {
@@ -1558,7 +1608,12 @@ impl Node {
             return;
         };
         let class = match &msg {
-            Message::Transaction { .. } | Message::Block { .. } | Message::App { .. } => Some(0),
+            Message::Transaction { .. }
+            | Message::Block { .. }
+            | Message::App { .. }
+            | Message::IHave { .. }
+            | Message::IWant { .. }
+            | Message::Prune => Some(0),
             Message::GetBlock { .. } | Message::GetTransaction { .. } | Message::Request { .. } => {
                 Some(1)
             }
@@ -1658,6 +1713,13 @@ impl Node {
             }
             Message::GetPeers { max } => self.on_get_peers(now, id, max),
             Message::Peers { addrs } => self.on_peers(now, id, peer, addrs),
+            Message::IHave { ids } => self.on_ihave(now, id, ids),
+            Message::IWant { ids } => self.on_iwant(id, ids),
+            Message::Prune if self.tree_gossip() => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.eager = !c.lazy_gossip;
+                }
+            }
             _ => {}
         }
     }
@@ -1837,8 +1899,10 @@ impl Node {
         let mid = message_id(&message);
         if !self.seen.insert(now, mid) {
             self.counters.gossip_duplicates += 1;
+            self.prune(id);
             return;
         }
+        self.pending_wants.remove(&mid);
         if let Some(c) = self.conns.get_mut(&id) {
             c.useful_at = Some(now);
         }
@@ -1894,13 +1958,14 @@ impl Node {
         Ok(())
     }
 
-    fn relay(&mut self, now: Timestamp, _id: MessageId, from: PeerId, message: &GossipMessage) {
+    fn relay(&mut self, now: Timestamp, id: MessageId, from: PeerId, message: &GossipMessage) {
         let fanout = match self.config.gossip.relay_fanout {
             0 => None,
             n => Some(n),
         };
         let report = self.send_gossip(
             now,
+            id,
             message,
             BroadcastOptions {
                 fanout,
@@ -1915,20 +1980,24 @@ impl Node {
             .count() as u64;
     }
 
+    /// Queues `message` (id `mid`) for the peers `opts` selects — in tree mode only the
+    /// eager ones; the lazy ones hear of it in the next announcement rounds.
     fn send_gossip(
         &mut self,
-        _now: Timestamp,
+        now: Timestamp,
+        mid: MessageId,
         message: &GossipMessage,
         opts: BroadcastOptions<'_>,
         token: Option<u64>,
     ) -> Vec<(PeerId, ConnectionId, BroadcastStatus)> {
+        let tree = self.tree_gossip();
         let mut targets: Vec<(u32, u64, PeerId, ConnectionId)> = Vec::new();
         for (peer, id) in &self.peers {
             if opts.exclude.contains(peer) {
                 continue;
             }
             let c = &self.conns[id];
-            if c.conn.state() != ConnectionState::Connected {
+            if c.conn.state() != ConnectionState::Connected || (tree && !c.eager) {
                 continue;
             }
             if let Some(f) = opts.filter {
@@ -1958,6 +2027,9 @@ impl Node {
         let Ok(wire) = gossip_to_message(message).encoded() else {
             return Vec::new();
         };
+        if tree {
+            self.remember(now, mid, &wire);
+        }
         let mut out = Vec::with_capacity(targets.len());
         for (_, _, peer, id) in targets {
             let sent = match (self.conns.get_mut(&id), token) {
@@ -1977,6 +2049,197 @@ impl Node {
             out.push((peer, id, status));
         }
         out
+    }
+
+    /// Whether gossip travels in tree mode (see [`GossipMode`]).
+    fn tree_gossip(&self) -> bool {
+        self.config.gossip.mode == GossipMode::Tree
+    }
+
+    /// Tree gossip: a peer sent us a message we already had, so one of the paths to us is
+    /// redundant. If the peer can be made lazy, it is, and it is asked to do the same.
+    fn prune(&mut self, id: ConnectionId) {
+        if !self.tree_gossip() {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.lazy_gossip && c.eager {
+            c.eager = false;
+            if self.send_to(id, Message::Prune).is_ok() {
+                self.counters.gossip_prunes_sent += 1;
+            }
+        }
+    }
+
+    /// Tree gossip: a peer that pushed to us is gone, and with it perhaps our only path
+    /// from part of the network. Every lazy peer is asked to push again (an IWant without
+    /// ids); the duplicates that follow prune the tree back to shape. Without this the
+    /// nodes behind the lost link would depend on random announcements alone.
+    fn graft_all(&mut self) {
+        if !self.tree_gossip() || self.shutdown.is_some() {
+            return;
+        }
+        let lazy: Vec<ConnectionId> = self
+            .peers
+            .values()
+            .copied()
+            .filter(|id| {
+                let c = &self.conns[id];
+                c.lazy_gossip && !c.eager && c.conn.state() == ConnectionState::Connected
+            })
+            .collect();
+        for id in lazy {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.eager = true;
+            }
+            if self.send_to(id, Message::IWant { ids: Vec::new() }).is_ok() {
+                self.counters.gossip_grafts_sent += 1;
+            }
+        }
+    }
+
+    /// Tree gossip: keeps a message we pushed or relayed, to announce it to lazy peers and
+    /// to answer their IWant, within `history` and `max_history_bytes`.
+    fn remember(&mut self, now: Timestamp, id: MessageId, wire: &EncodedMessage) {
+        if self.history.contains_key(&id) {
+            return;
+        }
+        self.history_bytes += wire.bytes().len();
+        self.history.insert(
+            id,
+            HistoryEntry {
+                wire: wire.clone(),
+                served: Vec::new(),
+            },
+        );
+        self.history_order.push_back((now, id));
+        self.expire_history(now);
+    }
+
+    /// Drops history entries older than `history`, then the oldest until the payload
+    /// bytes are within `max_history_bytes`.
+    fn expire_history(&mut self, now: Timestamp) {
+        let g = &self.config.gossip;
+        while let Some(&(at, id)) = self.history_order.front() {
+            if at + g.history > now && self.history_bytes <= g.max_history_bytes {
+                break;
+            }
+            self.history_order.pop_front();
+            if let Some(e) = self.history.remove(&id) {
+                self.history_bytes -= e.wire.bytes().len();
+            }
+        }
+    }
+
+    /// Tree gossip: one announcement round. The ids of the messages in the history go to
+    /// `announce_peers` lazy peers chosen at random.
+    fn announce(&mut self, now: Timestamp) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        self.timers
+            .insert((now + self.config.gossip.announce_interval, Timer::Announce));
+        self.expire_history(now);
+        self.pending_wants.retain(|_, retry_at| *retry_at > now);
+        if self.history_order.is_empty() {
+            return;
+        }
+        let mut lazy: Vec<ConnectionId> = self
+            .peers
+            .values()
+            .copied()
+            .filter(|id| {
+                let c = &self.conns[id];
+                c.lazy_gossip && !c.eager && c.conn.state() == ConnectionState::Connected
+            })
+            .collect();
+        // Newest first, so the cap drops the oldest.
+        let ids: Vec<[u8; 32]> = self
+            .history_order
+            .iter()
+            .rev()
+            .take(MAX_IDS_PER_MESSAGE)
+            .map(|(_, id)| id.0)
+            .collect();
+        let picks = self.config.gossip.announce_peers.min(lazy.len());
+        for i in 0..picks {
+            // A partial Fisher-Yates shuffle: the first `picks` entries end up a uniform
+            // random choice.
+            let j = i + self.rng.below((lazy.len() - i) as u64) as usize;
+            lazy.swap(i, j);
+            if self
+                .send_to(lazy[i], Message::IHave { ids: ids.clone() })
+                .is_ok()
+            {
+                self.counters.gossip_announcements_sent += 1;
+            }
+        }
+    }
+
+    /// Tree gossip: a peer announced message ids. The ones we lack and have not asked
+    /// anyone for lately are asked of it, and the link becomes eager both ways (the peer
+    /// takes our IWant as a request to push), which is how a broken tree grows back.
+    fn on_ihave(&mut self, now: Timestamp, id: ConnectionId, ids: Vec<[u8; 32]>) {
+        if !self.tree_gossip() {
+            return;
+        }
+        let mut wanted = Vec::new();
+        for raw in ids {
+            let mid = MessageId(raw);
+            if self.seen.contains(now, &mid)
+                || self.pending_wants.get(&mid).is_some_and(|t| *t > now)
+            {
+                continue;
+            }
+            if self.pending_wants.len() >= self.config.gossip.max_pending_wants
+                && !self.pending_wants.contains_key(&mid)
+            {
+                self.counters.gossip_wants_dropped += 1;
+                continue;
+            }
+            self.pending_wants
+                .insert(mid, now + self.config.gossip.want_timeout);
+            wanted.push(raw);
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.eager = true;
+        c.useful_at = Some(now);
+        self.counters.gossip_ids_wanted += wanted.len() as u64;
+        let _ = self.send_to(id, Message::IWant { ids: wanted });
+    }
+
+    /// Tree gossip: a peer asks for messages it was announced. Each one we still hold is
+    /// sent once per connection; the peer becomes eager.
+    fn on_iwant(&mut self, id: ConnectionId, ids: Vec<[u8; 32]>) {
+        if !self.tree_gossip() {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.eager = true;
+        for raw in ids {
+            let Some(e) = self.history.get_mut(&MessageId(raw)) else {
+                continue;
+            };
+            if e.served.contains(&id) {
+                continue;
+            }
+            e.served.push(id);
+            if c.conn.send_encoded(e.wire.clone()).is_ok() {
+                self.counters.gossip_served += 1;
+            } else {
+                self.counters.gossip_dropped_queue_full += 1;
+            }
+        }
+        self.dirty.push(id);
     }
 
     /// Broadcasts `message` to every connected peer (or as `opts` selects). The message id
@@ -2003,7 +2266,7 @@ impl Node {
         self.seen.insert(now, id);
         let token = self.next_broadcast;
         self.next_broadcast += 1;
-        let peers = self.send_gossip(now, &message, opts, Some(token));
+        let peers = self.send_gossip(now, id, &message, opts, Some(token));
         self.counters.broadcasts += 1;
         let report = BroadcastReport {
             id,

@@ -485,6 +485,24 @@ pub struct NodeCounters {
     pub gossip_dropped_queue_full: u64,
     /// Gossip the application rejected or did not judge in time.
     pub gossip_rejected: u64,
+    /// Tree gossip: Prune messages sent (a peer pushed a message we already had).
+    #[serde(default)]
+    pub gossip_prunes_sent: u64,
+    /// Tree gossip: IHave announcements sent to lazy peers.
+    #[serde(default)]
+    pub gossip_announcements_sent: u64,
+    /// Tree gossip: message ids asked for with IWant after an announcement.
+    #[serde(default)]
+    pub gossip_ids_wanted: u64,
+    /// Tree gossip: announced ids not asked for because `max_pending_wants` was reached.
+    #[serde(default)]
+    pub gossip_wants_dropped: u64,
+    /// Tree gossip: messages sent in answer to IWant.
+    #[serde(default)]
+    pub gossip_served: u64,
+    /// Tree gossip: lazy peers asked to push again after a pushing peer was lost.
+    #[serde(default)]
+    pub gossip_grafts_sent: u64,
     /// Copies of our broadcasts written to a peer's socket.
     pub broadcast_copies_written: u64,
     /// Copies of our broadcasts lost because the connection closed first.

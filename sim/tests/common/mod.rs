@@ -29,6 +29,13 @@ pub fn churn_partition(seed: u64, nodes: usize) -> Scenario {
         .replay_as(churn_partition_command(seed, nodes))
 }
 
+/// [`churn_partition`] with tree gossip on every node.
+pub fn churn_partition_tree(seed: u64, nodes: usize) -> Scenario {
+    churn_partition(seed, nodes)
+        .configure(|_, c| c.gossip.mode = silver_p2p_core::node::GossipMode::Tree)
+        .replay_as(churn_partition_command(seed, nodes) + " --gossip tree")
+}
+
 /// The CLI command that runs exactly [`churn_partition`].
 pub fn churn_partition_command(seed: u64, nodes: usize) -> String {
     format!(
