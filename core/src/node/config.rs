@@ -354,8 +354,9 @@ impl Default for BanConfig {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
-    /// An outbound peer scoring below this (0..=100) is replaced when a candidate exists.
-    /// Default 30.
+    /// An outbound peer scoring below this (0..=100) is replaced when a candidate exists
+    /// (checked four times per `connection.ping_interval_ms`, since scores move only as
+    /// pings are answered or missed). Default 30.
     pub replace_below: u32,
     /// Peers younger than this are never replaced. Default 120 s.
     #[serde(with = "duration_ms", rename = "min_age_ms")]

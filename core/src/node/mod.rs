@@ -289,6 +289,10 @@ pub struct Node {
     /// Tree gossip: ids asked for with IWant, with the time after which another
     /// announcer may be asked.
     pending_wants: BTreeMap<MessageId, Timestamp>,
+    /// Connections not closed, by [`Direction`] (see `count_direction`).
+    open_by_direction: [usize; 2],
+    /// When the coordinator last looked for an unhealthy peer to replace.
+    last_health_check: Option<Timestamp>,
 }
 
 #[derive(Debug)]
@@ -493,6 +497,8 @@ impl Node {
             history_order: VecDeque::new(),
             history_bytes: 0,
             pending_wants: BTreeMap::new(),
+            open_by_direction: [0; 2],
+            last_health_check: None,
             config,
         };
         for addr in node.config.bootstrap.clone() {
@@ -909,15 +915,16 @@ impl Node {
             now,
         );
         let d = &self.config.discovery;
+        let direction = match role {
+            Role::Initiator => Direction::Outbound,
+            Role::Responder => Direction::Inbound,
+        };
         self.conns.insert(
             id,
             Box::new(Conn {
                 conn,
                 addr,
-                direction: match role {
-                    Role::Initiator => Direction::Outbound,
-                    Role::Responder => Direction::Inbound,
-                },
+                direction,
                 peer: None,
                 registered: false,
                 agent: String::new(),
@@ -949,6 +956,7 @@ impl Node {
                 eager: true,
             }),
         );
+        self.open_by_direction[direction as usize] += 1;
         self.dirty.push(id);
         id
     }
@@ -966,15 +974,23 @@ impl Node {
             .count()
     }
 
+    /// Connections not closed in direction `d`: a counter kept by `new_conn` and
+    /// `on_closed`, since the coordinator asks every run and a scan touches every
+    /// connection's memory.
     fn count_direction(&self, d: Direction) -> usize {
-        self.conns
-            .values()
-            .filter(|c| !c.closed && c.direction == d)
-            .count()
+        let n = self.open_by_direction[d as usize];
+        debug_assert_eq!(
+            n,
+            self.conns
+                .values()
+                .filter(|c| !c.closed && c.direction == d)
+                .count()
+        );
+        n
     }
 
     fn open_conns(&self) -> usize {
-        self.conns.values().filter(|c| !c.closed).count()
+        self.count_direction(Direction::Inbound) + self.count_direction(Direction::Outbound)
     }
 
     fn is_banned_peer(&self, now: Timestamp, peer: &PeerId) -> bool {
@@ -1308,6 +1324,9 @@ impl Node {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
+        if !c.closed {
+            self.open_by_direction[c.direction as usize] -= 1;
+        }
         c.closed = true;
         let (peer, registered, direction, addr) = (c.peer, c.registered, c.direction, c.addr);
         let established = c.conn.stats().connected_since.is_some();
@@ -2693,35 +2712,44 @@ impl Node {
             self.last_get_peers = Some(now);
         }
 
-        self.replace_unhealthy(now);
+        // A peer's health changes only as its pings are answered or not, so it is looked
+        // at four times per ping interval rather than on every run.
+        let every = self.config.connection.ping_interval / 4;
+        if self.last_health_check.is_none_or(|t| now >= t + every) {
+            self.last_health_check = Some(now);
+            self.replace_unhealthy(now);
+        }
     }
 
     fn replace_unhealthy(&mut self, now: Timestamp) {
         let h = &self.config.health;
-        let outbound_connected = self
-            .peers
-            .values()
-            .filter(|id| self.conns[*id].direction == Direction::Outbound)
-            .count();
-        if outbound_connected < self.config.limits.target_outbound || self.addrbook.is_empty() {
+        let target = self.config.limits.target_outbound;
+        // Open outbound connections include every registered outbound peer: below the
+        // target there is nothing to replace, and no need to look at each peer.
+        if self.count_direction(Direction::Outbound) < target || self.addrbook.is_empty() {
             return;
         }
-        let worst = self
-            .peers
-            .values()
-            .filter_map(|id| {
-                let c = &self.conns[id];
-                let old_enough = c
-                    .conn
-                    .stats()
-                    .connected_since
-                    .is_some_and(|t| now >= t + h.min_age);
-                (c.direction == Direction::Outbound
-                    && old_enough
-                    && !self.persistent.contains_key(&c.addr))
-                .then(|| (self.health(c), *id))
-            })
-            .min();
+        let mut outbound_connected = 0;
+        let mut worst: Option<(u32, ConnectionId)> = None;
+        for id in self.peers.values() {
+            let c = &self.conns[id];
+            if c.direction != Direction::Outbound {
+                continue;
+            }
+            outbound_connected += 1;
+            let old_enough = c
+                .conn
+                .stats()
+                .connected_since
+                .is_some_and(|t| now >= t + h.min_age);
+            if old_enough && !self.persistent.contains_key(&c.addr) {
+                let candidate = (self.health(c), *id);
+                worst = Some(worst.map_or(candidate, |w| w.min(candidate)));
+            }
+        }
+        if outbound_connected < target {
+            return;
+        }
         if let Some((score, id)) = worst {
             if score < h.replace_below {
                 self.counters.replaced_unhealthy += 1;
