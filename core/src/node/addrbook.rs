@@ -213,6 +213,16 @@ impl AddrSource {
 
     /// When an address is heard of again, a higher rank replaces the recorded source
     /// (operator sources win over peer-learned ones; otherwise the first source stays).
+    /// Index into `AddressBook::by_source_kind`.
+    fn kind_index(&self) -> usize {
+        match self {
+            AddrSource::Bootstrap => 0,
+            AddrSource::Manual => 1,
+            AddrSource::Peer(_) => 2,
+            AddrSource::Inbound => 3,
+        }
+    }
+
     fn rank(&self) -> u8 {
         match self {
             AddrSource::Peer(_) | AddrSource::Inbound => 0,
@@ -686,6 +696,9 @@ pub struct AddressBook {
     tried_table: Vec<BTreeSet<SocketAddr>>,
     new_count: usize,
     tried_count: usize,
+    /// Entries by kind of source (see `AddrSource::kind_index`), kept by `link` and
+    /// `unlink` so [`AddressBook::stats`] need not visit every entry.
+    by_source_kind: [usize; 4],
     /// New entries per capped source group.
     by_source: BTreeMap<SourceKey, BTreeSet<SocketAddr>>,
     /// Internal clock = caller's clock + offset; `None` for a restored book that has not yet
@@ -726,6 +739,7 @@ impl AddressBook {
             new_table: vec![BTreeSet::new(); new_buckets],
             tried_table: vec![BTreeSet::new(); tried_buckets],
             new_count: 0,
+            by_source_kind: [0; 4],
             tried_count: 0,
             by_source: BTreeMap::new(),
             offset: Some(0),
@@ -774,6 +788,8 @@ impl AddressBook {
             entry.sync(offset);
             if source.rank() > entry.info.source.rank() {
                 if entry.info.in_tried {
+                    self.by_source_kind[entry.info.source.kind_index()] -= 1;
+                    self.by_source_kind[source.kind_index()] += 1;
                     entry.info.source = source;
                 } else if let Some(mut moved) = self.unlink(&socket) {
                     // The source decides the new bucket: re-place it.
@@ -1024,7 +1040,7 @@ impl AddressBook {
 
     /// Current counts, for metrics.
     pub fn stats(&self) -> AddressBookStats {
-        let mut stats = AddressBookStats {
+        let stats = AddressBookStats {
             known: self.entries.len(),
             new: self.new_count,
             tried: self.tried_count,
@@ -1032,16 +1048,22 @@ impl AddressBook {
             refused: self.refused,
             evicted: self.evicted,
             forgotten: self.forgotten,
-            ..AddressBookStats::default()
+            bootstrap: self.by_source_kind[0],
+            manual: self.by_source_kind[1],
+            peer: self.by_source_kind[2],
+            inbound: self.by_source_kind[3],
         };
-        for entry in self.entries.values() {
-            match entry.info.source {
-                AddrSource::Bootstrap => stats.bootstrap += 1,
-                AddrSource::Manual => stats.manual += 1,
-                AddrSource::Peer(_) => stats.peer += 1,
-                AddrSource::Inbound => stats.inbound += 1,
+        debug_assert_eq!(
+            stats.bootstrap + stats.manual + stats.peer + stats.inbound,
+            {
+                let mut by_kind = [0usize; 4];
+                for entry in self.entries.values() {
+                    by_kind[entry.info.source.kind_index()] += 1;
+                }
+                debug_assert_eq!(by_kind, self.by_source_kind);
+                self.entries.len()
             }
-        }
+        );
         stats
     }
 
@@ -1362,6 +1384,7 @@ impl AddressBook {
 
     /// Adds `entry` to the map and to the table, bucket and source index it names.
     fn link(&mut self, socket: SocketAddr, mut entry: Entry) {
+        self.by_source_kind[entry.info.source.kind_index()] += 1;
         if entry.info.in_tried {
             if let Some(set) = self.tried_table.get_mut(entry.bucket) {
                 set.insert(socket);
@@ -1384,6 +1407,7 @@ impl AddressBook {
     /// Removes `socket` from the map, its table, bucket and source index.
     fn unlink(&mut self, socket: &SocketAddr) -> Option<Entry> {
         let entry = self.entries.remove(socket)?;
+        self.by_source_kind[entry.info.source.kind_index()] -= 1;
         if entry.info.in_tried {
             if let Some(set) = self.tried_table.get_mut(entry.bucket) {
                 if set.remove(socket) {

@@ -293,6 +293,10 @@ pub struct Node {
     open_by_direction: [usize; 2],
     /// When the coordinator last looked for an unhealthy peer to replace.
     last_health_check: Option<Timestamp>,
+    /// Tree gossip: the lazy connections, sorted, kept by `set_eager` and `on_closed`.
+    /// Relaying skips them and announcing picks from them without visiting every
+    /// connection.
+    lazy: Vec<ConnectionId>,
 }
 
 #[derive(Debug)]
@@ -499,6 +503,7 @@ impl Node {
             pending_wants: BTreeMap::new(),
             open_by_direction: [0; 2],
             last_health_check: None,
+            lazy: Vec::new(),
             config,
         };
         for addr in node.config.bootstrap.clone() {
@@ -1331,6 +1336,11 @@ impl Node {
         let (peer, registered, direction, addr) = (c.peer, c.registered, c.direction, c.addr);
         let established = c.conn.stats().connected_since.is_some();
         let was_eager = c.eager;
+        if !was_eager {
+            if let Ok(i) = self.lazy.binary_search(&id) {
+                self.lazy.remove(i);
+            }
+        }
         if registered {
             if let Some(p) = peer {
                 if self.peers.get(&p) == Some(&id) {
@@ -1734,10 +1744,10 @@ impl Node {
             Message::Peers { addrs } => self.on_peers(now, id, peer, addrs),
             Message::IHave { ids } => self.on_ihave(now, id, ids),
             Message::IWant { ids } => self.on_iwant(id, ids),
-            Message::Prune if self.tree_gossip() => {
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.eager = !c.lazy_gossip;
-                }
+            Message::Prune
+                if self.tree_gossip() && self.conns.get(&id).is_some_and(|c| c.lazy_gossip) =>
+            {
+                self.set_eager(id, false);
             }
             _ => {}
         }
@@ -2012,11 +2022,11 @@ impl Node {
         let tree = self.tree_gossip();
         let mut targets: Vec<(u32, u64, PeerId, ConnectionId)> = Vec::new();
         for (peer, id) in &self.peers {
-            if opts.exclude.contains(peer) {
+            if opts.exclude.contains(peer) || (tree && self.lazy.binary_search(id).is_ok()) {
                 continue;
             }
             let c = &self.conns[id];
-            if c.conn.state() != ConnectionState::Connected || (tree && !c.eager) {
+            if c.conn.state() != ConnectionState::Connected {
                 continue;
             }
             if let Some(f) = opts.filter {
@@ -2075,20 +2085,37 @@ impl Node {
         self.config.gossip.mode == GossipMode::Tree
     }
 
+    /// Marks connection `id` eager or lazy, keeping `Node::lazy` in step. Returns whether
+    /// anything changed.
+    fn set_eager(&mut self, id: ConnectionId, eager: bool) -> bool {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        if c.eager == eager {
+            return false;
+        }
+        c.eager = eager;
+        match self.lazy.binary_search(&id) {
+            Ok(i) if eager => {
+                self.lazy.remove(i);
+            }
+            Err(i) if !eager => self.lazy.insert(i, id),
+            _ => {}
+        }
+        true
+    }
+
     /// Tree gossip: a peer sent us a message we already had, so one of the paths to us is
     /// redundant. If the peer can be made lazy, it is, and it is asked to do the same.
     fn prune(&mut self, id: ConnectionId) {
         if !self.tree_gossip() {
             return;
         }
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if c.lazy_gossip && c.eager {
-            c.eager = false;
-            if self.send_to(id, Message::Prune).is_ok() {
-                self.counters.gossip_prunes_sent += 1;
-            }
+        if self.conns.get(&id).is_some_and(|c| c.lazy_gossip)
+            && self.set_eager(id, false)
+            && self.send_to(id, Message::Prune).is_ok()
+        {
+            self.counters.gossip_prunes_sent += 1;
         }
     }
 
@@ -2100,18 +2127,13 @@ impl Node {
         if !self.tree_gossip() || self.shutdown.is_some() {
             return;
         }
-        let lazy: Vec<ConnectionId> = self
-            .peers
-            .values()
-            .copied()
-            .filter(|id| {
-                let c = &self.conns[id];
-                c.lazy_gossip && !c.eager && c.conn.state() == ConnectionState::Connected
-            })
-            .collect();
-        for id in lazy {
-            if let Some(c) = self.conns.get_mut(&id) {
-                c.eager = true;
+        for id in std::mem::take(&mut self.lazy) {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            c.eager = true;
+            if !c.registered || c.conn.state() != ConnectionState::Connected {
+                continue;
             }
             if self.send_to(id, Message::IWant { ids: Vec::new() }).is_ok() {
                 self.counters.gossip_grafts_sent += 1;
@@ -2165,15 +2187,14 @@ impl Node {
         if self.history_order.is_empty() {
             return;
         }
-        let mut lazy: Vec<ConnectionId> = self
-            .peers
-            .values()
-            .copied()
-            .filter(|id| {
-                let c = &self.conns[id];
-                c.lazy_gossip && !c.eager && c.conn.state() == ConnectionState::Connected
-            })
-            .collect();
+        debug_assert_eq!(
+            self.lazy,
+            self.conns
+                .iter()
+                .filter(|(_, c)| !c.eager && !c.closed)
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>()
+        );
         // Newest first, so the cap drops the oldest.
         let ids: Vec<[u8; 32]> = self
             .history_order
@@ -2182,12 +2203,24 @@ impl Node {
             .take(MAX_IDS_PER_MESSAGE)
             .map(|(_, id)| id.0)
             .collect();
-        let picks = self.config.gossip.announce_peers.min(lazy.len());
-        for i in 0..picks {
-            // A partial Fisher-Yates shuffle: the first `picks` entries end up a uniform
+        let mut lazy = self.lazy.clone();
+        let mut left = self.config.gossip.announce_peers;
+        for i in 0..lazy.len() {
+            if left == 0 {
+                break;
+            }
+            // A partial Fisher-Yates shuffle: the entries taken so far are a uniform
             // random choice.
             let j = i + self.rng.below((lazy.len() - i) as u64) as usize;
             lazy.swap(i, j);
+            let usable = self
+                .conns
+                .get(&lazy[i])
+                .is_some_and(|c| c.registered && c.conn.state() == ConnectionState::Connected);
+            if !usable {
+                continue;
+            }
+            left -= 1;
             if self
                 .send_to(lazy[i], Message::IHave { ids: ids.clone() })
                 .is_ok()
@@ -2225,10 +2258,10 @@ impl Node {
         if wanted.is_empty() {
             return;
         }
+        self.set_eager(id, true);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        c.eager = true;
         c.useful_at = Some(now);
         self.counters.gossip_ids_wanted += wanted.len() as u64;
         let _ = self.send_to(id, Message::IWant { ids: wanted });
@@ -2240,10 +2273,10 @@ impl Node {
         if !self.tree_gossip() {
             return;
         }
+        self.set_eager(id, true);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        c.eager = true;
         for raw in ids {
             let Some(e) = self.history.get_mut(&MessageId(raw)) else {
                 continue;
