@@ -121,6 +121,7 @@ pub fn node_inputs(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let connection = small_config(&mut u);
     let relay_validate: bool = u.arbitrary().unwrap_or(false);
+    let tree_gossip: bool = u.arbitrary().unwrap_or(false);
     let max_connections = usize::from(u.int_in_range(2..=6u8).unwrap_or(4));
     let mut config = NodeConfig {
         network_id: "fuzz".into(),
@@ -136,6 +137,13 @@ pub fn node_inputs(data: &[u8]) {
     config.limits.max_inbound_per_ip = 2;
     if relay_validate {
         config.gossip.relay = RelayMode::Validate;
+    }
+    if tree_gossip {
+        // Peers' IHave, IWant and Prune then reach the tree logic; its tables are small
+        // so their bounds are hit.
+        config.gossip.mode = crate::node::GossipMode::Tree;
+        config.gossip.max_pending_wants = 4;
+        config.gossip.max_history_bytes = 4096;
     }
     let per_conn_bound = config.connection.max_buffered_bytes();
     let Ok(node) = Node::new(config, keypair(100), [7; 32], Timestamp::ZERO) else {

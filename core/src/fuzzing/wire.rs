@@ -195,6 +195,11 @@ pub(super) fn message_seeds() -> Vec<Vec<u8>> {
             reason: GoodbyeReason::Normal,
             detail: "bye".into(),
         },
+        Message::IHave {
+            ids: vec![[1; 32], [2; 32]],
+        },
+        Message::IWant { ids: vec![[1; 32]] },
+        Message::Prune,
     ];
     let mut seeds: Vec<Vec<u8>> = messages.iter().map(Message::to_bytes).collect();
     let mut frame = Vec::new();
