@@ -1263,3 +1263,53 @@ fn tree_mode_rejects_a_history_shorter_than_its_announcement_interval() {
     c.gossip.mode = GossipMode::Flood;
     assert!(c.validate().is_ok());
 }
+
+#[test]
+fn a_node_that_loses_its_pushing_peers_pulls_what_it_missed_from_the_peers_it_grafts() {
+    let n = 20;
+    let mut net = Net::star(n, |_, c| {
+        c.limits.target_outbound = 3;
+        tree(c);
+        // No announcement round within the test: only the graft can explain a repair.
+        c.gossip.announce_interval = Duration::from_secs(600);
+        c.gossip.history = Duration::from_secs(600);
+    });
+    net.run_for(Duration::from_secs(60));
+    broadcasts(&mut net, 15, Duration::from_secs(2));
+    // A node with pushing and announcing peers both.
+    let (x, pushing) = (1..n)
+        .find_map(|x| {
+            let peers = net.nodes[x].node.peers();
+            let pushing: Vec<usize> = peers
+                .iter()
+                .filter(|p| p.gossip_push)
+                .map(|p| (0..n).find(|j| net.id(*j) == p.peer).unwrap())
+                .collect();
+            (!pushing.is_empty() && pushing.len() < peers.len()).then_some((x, pushing))
+        })
+        .expect("a node with lazy peers");
+    let origin = (1..n).find(|o| *o != x && !pushing.contains(o)).unwrap();
+    // Everything its pushing peers send it is lost while a broadcast goes by...
+    for j in &pushing {
+        net.cut.insert((*j, x));
+    }
+    let msg = GossipMessage::Transaction(Bytes::from_static(b"missed"));
+    let id = net
+        .with(origin, |node, now| {
+            node.broadcast(now, msg, BroadcastOptions::default())
+        })
+        .unwrap()
+        .id;
+    net.run_for(Duration::from_millis(300));
+    assert_eq!(net.gossip_count(x, &id), 0, "the push was lost");
+    // ... then those connections reset. The node grafts its lazy peers, which answer the
+    // graft with what they hold, and it pulls the message.
+    for j in &pushing {
+        net.reset_links(x, *j);
+        net.reset_links(*j, x);
+    }
+    net.cut.clear();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.gossip_count(x, &id), 1);
+    assert!(net.nodes[x].node.stats(net.now).counters.gossip_grafts_sent > 0);
+}

@@ -570,6 +570,7 @@ impl Node {
             persistent: self.persistent.contains_key(&c.addr),
             health: self.health(c),
             misbehaviour: c.misbehaviour,
+            gossip_push: c.eager,
             stats: c.conn.stats().clone(),
         })
     }
@@ -1743,7 +1744,7 @@ impl Node {
             Message::GetPeers { max } => self.on_get_peers(now, id, max),
             Message::Peers { addrs } => self.on_peers(now, id, peer, addrs),
             Message::IHave { ids } => self.on_ihave(now, id, ids),
-            Message::IWant { ids } => self.on_iwant(id, ids),
+            Message::IWant { ids } => self.on_iwant(now, id, ids),
             Message::Prune
                 if self.tree_gossip() && self.conns.get(&id).is_some_and(|c| c.lazy_gossip) =>
             {
@@ -2174,6 +2175,17 @@ impl Node {
         }
     }
 
+    /// The ids of the history, newest first, at most [`MAX_IDS_PER_MESSAGE`] (the cap
+    /// drops the oldest).
+    fn recent_ids(&self) -> Vec<[u8; 32]> {
+        self.history_order
+            .iter()
+            .rev()
+            .take(MAX_IDS_PER_MESSAGE)
+            .map(|(_, id)| id.0)
+            .collect()
+    }
+
     /// Tree gossip: one announcement round. The ids of the messages in the history go to
     /// `announce_peers` lazy peers chosen at random.
     fn announce(&mut self, now: Timestamp) {
@@ -2195,14 +2207,7 @@ impl Node {
                 .map(|(id, _)| *id)
                 .collect::<Vec<_>>()
         );
-        // Newest first, so the cap drops the oldest.
-        let ids: Vec<[u8; 32]> = self
-            .history_order
-            .iter()
-            .rev()
-            .take(MAX_IDS_PER_MESSAGE)
-            .map(|(_, id)| id.0)
-            .collect();
+        let ids = self.recent_ids();
         let mut lazy = self.lazy.clone();
         let mut left = self.config.gossip.announce_peers;
         for i in 0..lazy.len() {
@@ -2269,11 +2274,22 @@ impl Node {
 
     /// Tree gossip: a peer asks for messages it was announced. Each one we still hold is
     /// sent once per connection; the peer becomes eager.
-    fn on_iwant(&mut self, id: ConnectionId, ids: Vec<[u8; 32]>) {
+    fn on_iwant(&mut self, now: Timestamp, id: ConnectionId, ids: Vec<[u8; 32]>) {
         if !self.tree_gossip() {
             return;
         }
         self.set_eager(id, true);
+        if ids.is_empty() {
+            // A plain graft: the peer lost a pushing peer and may have lost messages with
+            // it. Telling it what we hold lets it pull them now rather than wait for a
+            // random announcement.
+            self.expire_history(now);
+            let recent = self.recent_ids();
+            if !recent.is_empty() && self.send_to(id, Message::IHave { ids: recent }).is_ok() {
+                self.counters.gossip_announcements_sent += 1;
+            }
+            return;
+        }
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };

@@ -440,6 +440,10 @@ pub struct PeerInfo {
     pub health: u32,
     /// Misbehaviour score.
     pub misbehaviour: u32,
+    /// Whether new gossip is pushed to this peer: always with flood gossip; with tree gossip,
+    /// false once the link was pruned to announcements only (see `GossipMode::Tree`).
+    #[serde(default)]
+    pub gossip_push: bool,
     /// Connection counters.
     pub stats: ConnectionStats,
 }
