@@ -1,23 +1,25 @@
-//! A 20-node tokio devnet on loopback: every node finds peers from one bootstrap node, and a
-//! broadcast reaches every node exactly once. Bounded in time.
+//! Tokio devnets on loopback: every node finds peers from one bootstrap node, and broadcasts
+//! reach every node exactly once, flooded or along a tree. Bounded in time.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use silver_p2p::driver::testing::{test_config, wait_for, within};
-use silver_p2p::node::{Event, GossipMessage};
+use silver_p2p::driver::NetworkHandle;
+use silver_p2p::node::{Event, GossipMessage, GossipMode, NodeConfig};
 use silver_p2p::tokio::NetworkManager;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_nodes_one_broadcast_everywhere() {
-    let mut nodes = Vec::new();
-    for i in 0..20 {
+/// `count` nodes bootstrapping from the first, each with 4 outbound peers and `tweak`
+/// applied, once every node has them.
+async fn devnet(count: usize, tweak: impl Fn(&mut NodeConfig)) -> Vec<NetworkHandle> {
+    let mut nodes: Vec<NetworkHandle> = Vec::new();
+    for i in 0..count {
         let mut c = test_config();
+        tweak(&mut c);
         c.limits.target_outbound = 4;
         c.limits.max_inbound_per_ip = 64; // everyone is 127.0.0.1
         if i > 0 {
-            let boot: &silver_p2p::driver::NetworkHandle = &nodes[0];
-            c.bootstrap = vec![boot.dial_addr().unwrap()];
+            c.bootstrap = vec![nodes[0].dial_addr().unwrap()];
         }
         nodes.push(
             NetworkManager::new(c, vec!["127.0.0.1:0".parse().unwrap()])
@@ -26,7 +28,6 @@ async fn twenty_nodes_one_broadcast_everywhere() {
                 .unwrap(),
         );
     }
-    let mut events: Vec<_> = nodes.iter().map(|n| n.events()).collect();
     within("every node reaches 4 peers", async {
         loop {
             let mut ok = true;
@@ -40,6 +41,13 @@ async fn twenty_nodes_one_broadcast_everywhere() {
         }
     })
     .await;
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_nodes_one_broadcast_everywhere() {
+    let nodes = devnet(20, |_| {}).await;
+    let mut events: Vec<_> = nodes.iter().map(|n| n.events()).collect();
     let r = nodes[7]
         .broadcast(GossipMessage::Block(Bytes::from(vec![1u8; 100_000])))
         .await
@@ -70,5 +78,50 @@ async fn twenty_nodes_one_broadcast_everywhere() {
     }
     for n in &nodes {
         n.stop(Duration::from_secs(1)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tree_gossip_over_sockets_delivers_every_broadcast_once_and_prunes_duplicates() {
+    let n = 12;
+    let nodes = devnet(n, |c| c.gossip.mode = GossipMode::Tree).await;
+    let mut events: Vec<_> = nodes.iter().map(|n| n.events()).collect();
+    for round in 0..8 {
+        let from = 1 + round % (n - 1);
+        let r = nodes[from]
+            .broadcast(GossipMessage::Transaction(Bytes::from(format!(
+                "tx {round}"
+            ))))
+            .await
+            .unwrap();
+        for (i, ev) in events.iter_mut().enumerate() {
+            if i == from {
+                continue;
+            }
+            let id = within(
+                "gossip",
+                wait_for(ev, |e| match e {
+                    Event::Gossip { id, .. } => Some(id),
+                    _ => None,
+                }),
+            )
+            .await;
+            assert_eq!(id, r.id, "node {i}, round {round}");
+        }
+    }
+    // Duplicates pruned links: some peers are no longer pushed to.
+    let mut lazy = 0;
+    for node in &nodes {
+        lazy += node
+            .peers()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|p| !p.gossip_push)
+            .count();
+    }
+    assert!(lazy > 0, "no link was pruned");
+    for node in &nodes {
+        node.stop(Duration::from_secs(1)).await.unwrap();
     }
 }
