@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use silver_p2p::driver::testing::{test_config, wait_for, within};
 use silver_p2p::driver::NetworkHandle;
-use silver_p2p::node::{Event, GossipMessage, GossipMode, NodeConfig};
+use silver_p2p::node::{Event, GossipMessage, GossipMode, MessageId, NodeConfig};
 use silver_p2p::tokio::NetworkManager;
 
 /// `count` nodes bootstrapping from the first, each with 4 outbound peers and `tweak`
@@ -44,6 +44,28 @@ async fn devnet(count: usize, tweak: impl Fn(&mut NodeConfig)) -> Vec<NetworkHan
     nodes
 }
 
+/// Asserts that the next gossip every node but `origin` gets is `id`.
+async fn next_gossip_everywhere_but(
+    events: &mut [silver_p2p::driver::EventStream],
+    origin: usize,
+    id: MessageId,
+) {
+    for (i, ev) in events.iter_mut().enumerate() {
+        if i == origin {
+            continue;
+        }
+        let got = within(
+            "gossip",
+            wait_for(ev, |e| match e {
+                Event::Gossip { id, .. } => Some(id),
+                _ => None,
+            }),
+        )
+        .await;
+        assert_eq!(got, id, "node {i}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_nodes_one_broadcast_everywhere() {
     let nodes = devnet(20, |_| {}).await;
@@ -52,20 +74,7 @@ async fn twenty_nodes_one_broadcast_everywhere() {
         .broadcast(GossipMessage::Block(Bytes::from(vec![1u8; 100_000])))
         .await
         .unwrap();
-    for (i, ev) in events.iter_mut().enumerate() {
-        if i == 7 {
-            continue;
-        }
-        let id = within(
-            "gossip",
-            wait_for(ev, |e| match e {
-                Event::Gossip { id, .. } => Some(id),
-                _ => None,
-            }),
-        )
-        .await;
-        assert_eq!(id, r.id, "node {i}");
-    }
+    next_gossip_everywhere_but(&mut events, 7, r.id).await;
     // Exactly once: no second copy arrives.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for (i, ev) in events.iter_mut().enumerate() {
@@ -94,20 +103,7 @@ async fn tree_gossip_over_sockets_delivers_every_broadcast_once_and_prunes_dupli
             ))))
             .await
             .unwrap();
-        for (i, ev) in events.iter_mut().enumerate() {
-            if i == from {
-                continue;
-            }
-            let id = within(
-                "gossip",
-                wait_for(ev, |e| match e {
-                    Event::Gossip { id, .. } => Some(id),
-                    _ => None,
-                }),
-            )
-            .await;
-            assert_eq!(id, r.id, "node {i}, round {round}");
-        }
+        next_gossip_everywhere_but(&mut events, from, r.id).await;
     }
     // Duplicates pruned links: some peers are no longer pushed to.
     let mut lazy = 0;

@@ -1124,6 +1124,33 @@ fn broadcasts(net: &mut Net, count: usize, gap: Duration) -> Vec<(usize, Message
         .collect()
 }
 
+/// Asserts that every node in `nodes` but each broadcast's origin delivered it exactly once.
+fn assert_each_delivered_once(
+    net: &Net,
+    nodes: std::ops::Range<usize>,
+    broadcasts: &[(usize, MessageId)],
+) {
+    for (from, id) in broadcasts {
+        for i in nodes.clone().filter(|i| i != from) {
+            assert_eq!(net.gossip_count(i, id), 1, "node {i}, message {id}");
+        }
+    }
+}
+
+/// A tree-gossip network of `n` nodes whose announcement rounds are too rare to matter
+/// within a test, after `warmup` broadcasts shaped its tree.
+fn tree_without_announcements(n: usize, warmup: usize) -> Net {
+    let mut net = Net::star(n, |_, c| {
+        c.limits.target_outbound = 3;
+        tree(c);
+        c.gossip.announce_interval = Duration::from_secs(600);
+        c.gossip.history = Duration::from_secs(600);
+    });
+    net.run_for(Duration::from_secs(60));
+    broadcasts(&mut net, warmup, Duration::from_secs(2));
+    net
+}
+
 #[test]
 fn tree_gossip_prunes_to_about_one_copy_per_node_and_still_reaches_everyone() {
     let n = 30;
@@ -1140,14 +1167,8 @@ fn tree_gossip_prunes_to_about_one_copy_per_node_and_still_reaches_everyone() {
     let dups_before = [&flood, &treed].map(|net| total(net, |c| c.gossip_duplicates));
     let ids_flood = broadcasts(&mut flood, 10, Duration::from_secs(2));
     let ids_tree = broadcasts(&mut treed, 10, Duration::from_secs(2));
-    for (net, ids) in [(&flood, &ids_flood), (&treed, &ids_tree)] {
-        for (from, id) in ids {
-            // Every node but the origin delivers it exactly once.
-            for i in (0..n).filter(|i| i != from) {
-                assert_eq!(net.gossip_count(i, id), 1, "node {i}");
-            }
-        }
-    }
+    assert_each_delivered_once(&flood, 0..n, &ids_flood);
+    assert_each_delivered_once(&treed, 0..n, &ids_tree);
     let dups_flood = total(&flood, |c| c.gossip_duplicates) - dups_before[0];
     let dups_tree = total(&treed, |c| c.gossip_duplicates) - dups_before[1];
     // Flooding: every connection carries each message (both ways but one), so tens of
@@ -1182,11 +1203,7 @@ fn tree_gossip_reaches_nodes_behind_a_silent_relay_through_announcements() {
     }
     let wanted_before = total(&net, |c| c.gossip_ids_wanted);
     let ids = broadcasts(&mut net, 5, Duration::from_secs(5));
-    for (from, id) in &ids {
-        for i in (1..n).filter(|i| i != from) {
-            assert_eq!(net.gossip_count(i, id), 1, "node {i} message {id}");
-        }
-    }
+    assert_each_delivered_once(&net, 1..n, &ids);
     assert!(
         total(&net, |c| c.gossip_ids_wanted) > wanted_before,
         "some node had to ask for a message it was announced"
@@ -1196,15 +1213,8 @@ fn tree_gossip_reaches_nodes_behind_a_silent_relay_through_announcements() {
 #[test]
 fn tree_gossip_grafts_when_a_pushing_peer_is_lost() {
     let n = 20;
-    let mut net = Net::star(n, |_, c| {
-        c.limits.target_outbound = 3;
-        tree(c);
-        // Announcements so rare that they cannot explain the deliveries checked below.
-        c.gossip.announce_interval = Duration::from_secs(600);
-        c.gossip.history = Duration::from_secs(600);
-    });
-    net.run_for(Duration::from_secs(60));
-    broadcasts(&mut net, 10, Duration::from_secs(2));
+    // Announcements cannot explain the deliveries checked below.
+    let mut net = tree_without_announcements(n, 10);
     let grafts_before = total(&net, |c| c.gossip_grafts_sent);
     // The bootstrap node crashes: its peers see resets, and those it pushed to graft
     // their lazy peers at once.
@@ -1214,11 +1224,7 @@ fn tree_gossip_grafts_when_a_pushing_peer_is_lost() {
     net.nodes[0].up = false;
     assert!(total(&net, |c| c.gossip_grafts_sent) > grafts_before);
     let ids = broadcasts(&mut net, 3, Duration::from_millis(500));
-    for (from, id) in &ids {
-        for i in (1..n).filter(|i| i != from) {
-            assert_eq!(net.gossip_count(i, id), 1, "node {i}");
-        }
-    }
+    assert_each_delivered_once(&net, 1..n, &ids);
 }
 
 #[test]
@@ -1232,11 +1238,7 @@ fn a_flood_node_among_tree_nodes_keeps_receiving_everything() {
     });
     net.run_for(Duration::from_secs(60));
     let ids = broadcasts(&mut net, 15, Duration::from_secs(2));
-    for (from, id) in &ids {
-        for i in (0..n).filter(|i| i != from) {
-            assert_eq!(net.gossip_count(i, id), 1, "node {i}");
-        }
-    }
+    assert_each_delivered_once(&net, 0..n, &ids);
     // Node 5 never advertised lazy gossip, so nobody pruned it: it has no prune to send
     // and received pushes only.
     assert_eq!(
@@ -1267,15 +1269,8 @@ fn tree_mode_rejects_a_history_shorter_than_its_announcement_interval() {
 #[test]
 fn a_node_that_loses_its_pushing_peers_pulls_what_it_missed_from_the_peers_it_grafts() {
     let n = 20;
-    let mut net = Net::star(n, |_, c| {
-        c.limits.target_outbound = 3;
-        tree(c);
-        // No announcement round within the test: only the graft can explain a repair.
-        c.gossip.announce_interval = Duration::from_secs(600);
-        c.gossip.history = Duration::from_secs(600);
-    });
-    net.run_for(Duration::from_secs(60));
-    broadcasts(&mut net, 15, Duration::from_secs(2));
+    // No announcement round within the test: only the graft can explain a repair.
+    let mut net = tree_without_announcements(n, 15);
     // A node with pushing and announcing peers both.
     let (x, pushing) = (1..n)
         .find_map(|x| {
