@@ -93,7 +93,13 @@ async fn twenty_nodes_one_broadcast_everywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tree_gossip_over_sockets_delivers_every_broadcast_once_and_prunes_duplicates() {
     let n = 12;
-    let nodes = devnet(n, |c| c.gossip.mode = GossipMode::Tree).await;
+    let nodes = devnet(n, |c| {
+        c.gossip.mode = GossipMode::Tree;
+        // A node cut off from the tree while it is being pruned into shape waits for an
+        // announcement: with every lazy peer announced to, the first round reaches it.
+        c.gossip.announce_peers = n;
+    })
+    .await;
     let mut events: Vec<_> = nodes.iter().map(|n| n.events()).collect();
     for round in 0..8 {
         let from = 1 + round % (n - 1);

@@ -1180,9 +1180,17 @@ fn tree_gossip_prunes_to_about_one_copy_per_node_and_still_reaches_everyone() {
     );
     assert!(total(&treed, |c| c.gossip_prunes_sent) > 0);
     assert!(total(&treed, |c| c.gossip_announcements_sent) > 0);
-    // Flood nodes never speak the lazy protocol.
-    assert_eq!(total(&flood, |c| c.gossip_prunes_sent), 0);
-    assert_eq!(total(&flood, |c| c.gossip_announcements_sent), 0);
+    // Flood nodes push to every peer; tree nodes stopped pushing on some links.
+    let lazy_links = |net: &Net| {
+        (0..n)
+            .map(|i| {
+                let peers = net.nodes[i].node.peers();
+                peers.iter().filter(|p| !p.gossip_push).count()
+            })
+            .sum::<usize>()
+    };
+    assert_eq!(lazy_links(&flood), 0);
+    assert!(lazy_links(&treed) > 0);
 }
 
 #[test]
@@ -1239,16 +1247,22 @@ fn a_flood_node_among_tree_nodes_keeps_receiving_everything() {
     net.run_for(Duration::from_secs(60));
     let ids = broadcasts(&mut net, 15, Duration::from_secs(2));
     assert_each_delivered_once(&net, 0..n, &ids);
-    // Node 5 never advertised lazy gossip, so nobody pruned it: it has no prune to send
-    // and received pushes only.
-    assert_eq!(
-        net.nodes[5].node.stats(net.now).counters.gossip_prunes_sent,
-        0
-    );
-    assert_eq!(
-        net.nodes[5].node.stats(net.now).counters.gossip_ids_wanted,
-        0
-    );
+    // Node 5 never advertised lazy gossip: every tree node connected to it still pushes
+    // to it, although tree nodes pruned links among themselves.
+    let flood_peer = net.id(5);
+    let mut pushing_to_5 = 0;
+    let mut pruned = 0;
+    for i in (0..n).filter(|i| *i != 5) {
+        for p in net.nodes[i].node.peers() {
+            if p.peer == flood_peer {
+                assert!(p.gossip_push, "node {i} stopped pushing to the flood node");
+                pushing_to_5 += 1;
+            } else if !p.gossip_push {
+                pruned += 1;
+            }
+        }
+    }
+    assert!(pushing_to_5 > 0 && pruned > 0, "{pushing_to_5} {pruned}");
 }
 
 #[test]
@@ -1261,7 +1275,17 @@ fn tree_mode_rejects_a_history_shorter_than_its_announcement_interval() {
     c.gossip.history = Duration::from_secs(3);
     c.gossip.announce_peers = 0;
     assert!(c.validate().is_err());
+    c.gossip.announce_peers = 2;
+    c.gossip.relay_fanout = 3;
+    let e = c.validate().unwrap_err();
+    assert!(e.to_string().contains("relay_fanout"), "{e}");
+    c.gossip.relay_fanout = 0;
+    c.gossip.max_history_bytes = c.connection.max_message_size - 1;
+    let e = c.validate().unwrap_err();
+    assert!(e.to_string().contains("max_history_bytes"), "{e}");
     // The same values are fine in flood mode, which does not use them.
+    c.gossip.relay_fanout = 3;
+    c.gossip.announce_peers = 0;
     c.gossip.mode = GossipMode::Flood;
     assert!(c.validate().is_ok());
 }

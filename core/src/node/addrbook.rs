@@ -211,8 +211,6 @@ impl AddrSource {
         matches!(self, AddrSource::Bootstrap | AddrSource::Manual)
     }
 
-    /// When an address is heard of again, a higher rank replaces the recorded source
-    /// (operator sources win over peer-learned ones; otherwise the first source stays).
     /// Index into `AddressBook::by_source_kind`.
     fn kind_index(&self) -> usize {
         match self {
@@ -223,6 +221,8 @@ impl AddrSource {
         }
     }
 
+    /// When an address is heard of again, a higher rank replaces the recorded source
+    /// (operator sources win over peer-learned ones; otherwise the first source stays).
     fn rank(&self) -> u8 {
         match self {
             AddrSource::Peer(_) | AddrSource::Inbound => 0,

@@ -179,9 +179,13 @@ pub enum GossipMode {
     /// stop (`Prune`) and becomes lazy. Lazy peers get the ids of recent messages
     /// (`IHave`), a few chosen at random every `announce_interval`; a node missing an
     /// announced message asks for it (`IWant`), which also makes that link eager again, so
-    /// the tree repairs itself after failures. Each node then receives each payload about
-    /// once, for an extra announcement delay where the tree is broken. Peers that do not
-    /// advertise [`crate::Capabilities::LAZY_GOSSIP`] are always pushed to.
+    /// the tree repairs itself after failures. A node that loses a pushing peer asks all
+    /// its lazy peers to push again, and they answer with their recent ids. Each node then
+    /// receives each payload about once. Where the tree is broken without a connection
+    /// closing (a silent peer), repair waits for a random announcement, so delivery there
+    /// is likely within a few `announce_interval`s but not certain within `history`.
+    /// A node in tree mode always advertises [`crate::Capabilities::LAZY_GOSSIP`]; peers
+    /// that do not are always pushed to.
     Tree,
 }
 
@@ -201,7 +205,7 @@ pub struct GossipConfig {
     /// A message not judged within this time is dropped. Default 10 s.
     #[serde(with = "duration_ms", rename = "validation_timeout_ms")]
     pub validation_timeout: Duration,
-    /// Peers a relay goes to (0 = all). Default 0.
+    /// Peers a relay goes to (0 = all). Must be 0 in tree mode. Default 0.
     pub relay_fanout: usize,
     /// Our own broadcasts tracked per peer until every copy is written (older ones are
     /// forgotten first). Default 1024.
@@ -219,11 +223,13 @@ pub struct GossipConfig {
     /// Default 3 s.
     #[serde(with = "duration_ms", rename = "history_ms")]
     pub history: Duration,
-    /// Tree mode: most payload bytes kept for `IWant` answers (oldest dropped first).
+    /// Tree mode: most bytes kept for `IWant` answers: payloads plus the record of whom
+    /// each was sent to (oldest dropped first). At least `connection.max_message_size`.
     /// Default 8 MiB.
     pub max_history_bytes: usize,
     /// Tree mode: announced message ids requested and awaited at once; further
-    /// announcements are ignored (counted) until some arrive or time out. Default 4096.
+    /// announcements are ignored (counted) until some arrive, or time out and are cleared
+    /// at the next announcement round. Default 4096.
     pub max_pending_wants: usize,
     /// Tree mode: a requested message not received within this time may be asked of the
     /// next peer that announces it. Default 1 s.
@@ -518,6 +524,23 @@ impl NodeConfig {
                         "history ({:?}) is shorter than announce_interval ({:?}): some messages \
                          would never be announced",
                         g.history, g.announce_interval
+                    ),
+                ));
+            }
+            if g.relay_fanout != 0 {
+                return Err(ConfigError::new(
+                    "gossip.relay_fanout",
+                    "must be 0 in tree mode: the tree decides whom a relay goes to, and a peer \
+                     left out would be neither pushed to nor told",
+                ));
+            }
+            if g.max_history_bytes < self.connection.max_message_size {
+                return Err(ConfigError::new(
+                    "gossip.max_history_bytes",
+                    format!(
+                        "max_history_bytes ({}) is below connection.max_message_size ({}): the \
+                         largest message could never be kept for the peers that ask for it",
+                        g.max_history_bytes, self.connection.max_message_size
                     ),
                 ));
             }

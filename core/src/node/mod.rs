@@ -104,6 +104,11 @@ struct Conn {
     lazy_gossip: bool,
     /// Tree gossip: new messages are pushed to this peer (else only announced).
     eager: bool,
+    /// Tree gossip: when we last sent this peer a Prune, and last answered its plain graft
+    /// with our recent ids. Each is repeated at most once per `announce_interval`, so a
+    /// peer cannot make us send either over and over.
+    pruned_at: Option<Timestamp>,
+    graft_answered_at: Option<Timestamp>,
 }
 
 /// A recent gossip message kept to answer IWant (tree gossip).
@@ -441,7 +446,7 @@ impl Node {
         // Only a tree-gossip node understands being made lazy: a flood node advertising it
         // would be pruned and then hear nothing from its tree peers.
         let capabilities = if config.gossip.mode == GossipMode::Tree {
-            config.capabilities
+            config.capabilities | Capabilities::LAZY_GOSSIP
         } else {
             Capabilities(config.capabilities.0 & !Capabilities::LAZY_GOSSIP.0)
         };
@@ -960,6 +965,8 @@ impl Node {
                 sendable: false,
                 lazy_gossip: false,
                 eager: true,
+                pruned_at: None,
+                graft_answered_at: None,
             }),
         );
         self.open_by_direction[direction as usize] += 1;
@@ -1929,7 +1936,7 @@ impl Node {
         let mid = message_id(&message);
         if !self.seen.insert(now, mid) {
             self.counters.gossip_duplicates += 1;
-            self.prune(id);
+            self.prune(now, id);
             return;
         }
         self.pending_wants.remove(&mid);
@@ -2071,6 +2078,11 @@ impl Node {
             let status = match sent {
                 Ok(()) => BroadcastStatus::Queued,
                 Err(_) => {
+                    if tree && self.conns.get(&id).is_some_and(|c| c.lazy_gossip) {
+                        // Lazy on our side, so the next announcements tell it what it
+                        // missed; its IWant will graft it back.
+                        self.set_eager(id, false);
+                    }
                     self.counters.gossip_dropped_queue_full += 1;
                     self.count_failure(FailureKind::QueueFull, Recovery::Drop);
                     BroadcastStatus::DroppedQueueFull
@@ -2107,15 +2119,24 @@ impl Node {
     }
 
     /// Tree gossip: a peer sent us a message we already had, so one of the paths to us is
-    /// redundant. If the peer can be made lazy, it is, and it is asked to do the same.
-    fn prune(&mut self, id: ConnectionId) {
+    /// redundant. If the peer can be made lazy, it is, and it is asked to do the same. A
+    /// peer already lazy on our side that still pushes missed our Prune (a full queue, or
+    /// a Prune that crossed its graft): it is asked again, at most once per
+    /// `announce_interval`.
+    fn prune(&mut self, now: Timestamp, id: ConnectionId) {
         if !self.tree_gossip() {
             return;
         }
-        if self.conns.get(&id).is_some_and(|c| c.lazy_gossip)
-            && self.set_eager(id, false)
-            && self.send_to(id, Message::Prune).is_ok()
-        {
+        let every = self.config.gossip.announce_interval;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.lazy_gossip || (!c.eager && c.pruned_at.is_some_and(|t| now < t + every)) {
+            return;
+        }
+        c.pruned_at = Some(now);
+        self.set_eager(id, false);
+        if self.send_to(id, Message::Prune).is_ok() {
             self.counters.gossip_prunes_sent += 1;
         }
     }
@@ -2170,20 +2191,30 @@ impl Node {
             }
             self.history_order.pop_front();
             if let Some(e) = self.history.remove(&id) {
-                self.history_bytes -= e.wire.bytes().len();
+                self.history_bytes -=
+                    e.wire.bytes().len() + e.served.len() * std::mem::size_of::<ConnectionId>();
             }
         }
     }
 
-    /// The ids of the history, newest first, at most [`MAX_IDS_PER_MESSAGE`] (the cap
-    /// drops the oldest).
-    fn recent_ids(&self) -> Vec<[u8; 32]> {
-        self.history_order
-            .iter()
-            .rev()
-            .take(MAX_IDS_PER_MESSAGE)
-            .map(|(_, id)| id.0)
-            .collect()
+    /// Announces every message of the history to connection `id`, newest first, in as
+    /// many IHave messages as [`MAX_IDS_PER_MESSAGE`] requires (the history is bounded by
+    /// `history_ms` and `max_history_bytes`).
+    fn send_ihaves(&mut self, id: ConnectionId) {
+        let ids: Vec<[u8; 32]> = self.history_order.iter().rev().map(|(_, m)| m.0).collect();
+        for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
+            if self
+                .send_to(
+                    id,
+                    Message::IHave {
+                        ids: chunk.to_vec(),
+                    },
+                )
+                .is_ok()
+            {
+                self.counters.gossip_announcements_sent += 1;
+            }
+        }
     }
 
     /// Tree gossip: one announcement round. The ids of the messages in the history go to
@@ -2207,7 +2238,7 @@ impl Node {
                 .map(|(id, _)| *id)
                 .collect::<Vec<_>>()
         );
-        let ids = self.recent_ids();
+
         let mut lazy = self.lazy.clone();
         let mut left = self.config.gossip.announce_peers;
         for i in 0..lazy.len() {
@@ -2226,12 +2257,7 @@ impl Node {
                 continue;
             }
             left -= 1;
-            if self
-                .send_to(lazy[i], Message::IHave { ids: ids.clone() })
-                .is_ok()
-            {
-                self.counters.gossip_announcements_sent += 1;
-            }
+            self.send_ihaves(lazy[i]);
         }
     }
 
@@ -2282,12 +2308,18 @@ impl Node {
         if ids.is_empty() {
             // A plain graft: the peer lost a pushing peer and may have lost messages with
             // it. Telling it what we hold lets it pull them now rather than wait for a
-            // random announcement.
-            self.expire_history(now);
-            let recent = self.recent_ids();
-            if !recent.is_empty() && self.send_to(id, Message::IHave { ids: recent }).is_ok() {
-                self.counters.gossip_announcements_sent += 1;
+            // random announcement (once per announcement interval: an empty IWant costs
+            // the peer three bytes, the answer can be much larger).
+            let every = self.config.gossip.announce_interval;
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            if c.graft_answered_at.is_some_and(|t| now < t + every) {
+                return;
             }
+            c.graft_answered_at = Some(now);
+            self.expire_history(now);
+            self.send_ihaves(id);
             return;
         }
         let Some(c) = self.conns.get_mut(&id) else {
@@ -2300,8 +2332,10 @@ impl Node {
             if e.served.contains(&id) {
                 continue;
             }
-            e.served.push(id);
+            // Recorded only once queued, so a peer refused for a full queue may ask again.
             if c.conn.send_encoded(e.wire.clone()).is_ok() {
+                e.served.push(id);
+                self.history_bytes += std::mem::size_of::<ConnectionId>();
                 self.counters.gossip_served += 1;
             } else {
                 self.counters.gossip_dropped_queue_full += 1;
@@ -2314,6 +2348,11 @@ impl Node {
     /// is its content hash; peers relay it onwards and a seen-cache stops duplicates, so each
     /// node's application sees it once. A peer whose queue is full loses this copy (counted)
     /// and never holds up the others.
+    ///
+    /// With tree gossip ([`GossipMode::Tree`]) the message is pushed to the eager peers
+    /// among those `opts` selects, and the report lists only those; lazy peers, whatever
+    /// `opts` says, may hear of it in the announcements and fetch it, as any peer may ask
+    /// for a message it was announced.
     pub fn broadcast(
         &mut self,
         now: Timestamp,
