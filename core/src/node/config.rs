@@ -219,8 +219,10 @@ pub struct GossipConfig {
     /// More repairs a broken tree sooner, at one small message per peer and round.
     /// Default 2.
     pub announce_peers: usize,
-    /// Tree mode: how long a message stays announced and is kept to answer `IWant`.
-    /// Default 3 s.
+    /// Tree mode: how long a message stays announced and is kept to answer `IWant`. A
+    /// node cut off from the tree without noticing (a silent peer) gets back what it missed
+    /// if any announcement reaches it within this time: ten rounds of two random peers
+    /// each make that all but certain. Default 10 s.
     #[serde(with = "duration_ms", rename = "history_ms")]
     pub history: Duration,
     /// Tree mode: most bytes kept for `IWant` answers: payloads plus the record of whom
@@ -250,7 +252,7 @@ impl Default for GossipConfig {
             mode: GossipMode::Flood,
             announce_interval: Duration::from_secs(1),
             announce_peers: 2,
-            history: Duration::from_secs(3),
+            history: Duration::from_secs(10),
             max_history_bytes: 8 << 20,
             max_pending_wants: 4096,
             want_timeout: Duration::from_secs(1),
