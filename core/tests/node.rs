@@ -1332,3 +1332,43 @@ fn a_node_that_loses_its_pushing_peers_pulls_what_it_missed_from_the_peers_it_gr
     assert_eq!(net.gossip_count(x, &id), 1);
     assert!(net.nodes[x].node.stats(net.now).counters.gossip_grafts_sent > 0);
 }
+
+#[test]
+fn a_dial_closed_as_a_duplicate_still_proves_the_address() {
+    // Two nodes dial each other at the same moment: one of the two connections is closed
+    // as a duplicate. The address it dialed reached the right identity, so the address
+    // book must not count the dial as a failed attempt, which `select` would skip for
+    // `retry_interval_secs`: a node restarted from its book would not find the peer again.
+    let mut net = Net::new();
+    for i in 0..2 {
+        net.add(config_for(i, None), key(i));
+    }
+    let (a0, a1) = (
+        PeerAddr::pinned(net.id(0), node_addr(0)),
+        PeerAddr::pinned(net.id(1), node_addr(1)),
+    );
+    // Node 1 dials first; node 0 dials while node 1's handshake is under way, so node 0
+    // registers the inbound connection before its own dial completes (10 ms links: the
+    // responder is established after 30 ms, the initiator after 20).
+    net.with(1, |n, now| n.add_persistent_peer(now, a0));
+    net.run_for(Duration::from_millis(15));
+    net.with(0, |n, now| n.add_persistent_peer(now, a1));
+    net.run_for(Duration::from_secs(5));
+    assert!(net.nodes[0].node.is_connected(&net.id(1)));
+    let dups: u64 = (0..2)
+        .map(|i| net.nodes[i].node.stats(net.now).counters.duplicates_closed)
+        .sum();
+    assert!(dups > 0, "the two dials did not cross");
+    for (i, j) in [(0, 1), (1, 0)] {
+        let info = net.nodes[i]
+            .node
+            .address_book()
+            .get(&node_addr(j))
+            .cloned()
+            .expect("a persistent peer's address is in the book");
+        assert!(
+            info.last_success.is_some() && info.last_success >= info.last_tried,
+            "node {i} dialed node {j}: {info:?}"
+        );
+    }
+}

@@ -1228,6 +1228,15 @@ impl Node {
         // Two connections to one identity: keep the one dialed by the smaller id, so both
         // sides keep the same one; with the same dialer, keep the older.
         if let Some(&existing) = self.peers.get(&peer) {
+            let c = &self.conns[&id];
+            if c.direction == Direction::Outbound {
+                // Whichever connection stays, this dial reached the identity it wanted: a
+                // proven address. Otherwise the book would count it a failed attempt and
+                // skip it for `retry_interval_secs` (a node restarted from its book would
+                // not find this peer again for that long).
+                let addr = c.addr;
+                self.addrbook.mark_success(now, &addr, peer);
+            }
             let dir_new = self.conns[&id].direction;
             let dir_old = self.conns[&existing].direction;
             let dialer = |d: Direction| match d {
