@@ -2280,7 +2280,10 @@ impl Node {
         let mut wanted = Vec::new();
         for raw in ids {
             let mid = MessageId(raw);
-            if self.seen.contains(now, &mid)
+            // Most announced ids are in our own recent history: a small map, checked before
+            // the much larger seen-cache.
+            if self.history.contains_key(&mid)
+                || self.seen.contains(now, &mid)
                 || self.pending_wants.get(&mid).is_some_and(|t| *t > now)
             {
                 continue;
