@@ -1,5 +1,5 @@
-//! A bounded set with expiry, used for the gossip seen-cache, unicast de-duplication and
-//! late-response tolerance: one structure, one set of bounds.
+//! A bounded set with expiry, used for the gossip seen-cache, tree gossip's requested ids,
+//! unicast de-duplication and late-response tolerance: one structure, one set of bounds.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;

@@ -229,9 +229,8 @@ pub struct GossipConfig {
     /// each was sent to (oldest dropped first). At least `connection.max_message_size`.
     /// Default 8 MiB.
     pub max_history_bytes: usize,
-    /// Tree mode: announced message ids requested and awaited at once; further
-    /// announcements are ignored (counted) until some arrive, or time out and are cleared
-    /// at the next announcement round. Default 4096.
+    /// Tree mode: announced message ids requested and awaited at once; when full, the
+    /// oldest is forgotten first (its next announcer may then be asked). Default 4096.
     pub max_pending_wants: usize,
     /// Tree mode: a requested message not received within this time may be asked of the
     /// next peer that announces it. Default 1 s.

@@ -102,8 +102,6 @@ struct Conn {
     sendable: bool,
     /// The peer advertised [`Capabilities::LAZY_GOSSIP`]: it may be made lazy.
     lazy_gossip: bool,
-    /// Tree gossip: new messages are pushed to this peer (else only announced).
-    eager: bool,
     /// Tree gossip: when we last sent this peer a Prune, and last answered its plain graft
     /// with our recent ids. Each is repeated at most once per `announce_interval`, so a
     /// peer cannot make us send either over and over.
@@ -291,9 +289,9 @@ pub struct Node {
     history_order: VecDeque<(Timestamp, MessageId)>,
     /// Payload bytes held in `history`.
     history_bytes: usize,
-    /// Tree gossip: ids asked for with IWant, with the time after which another
-    /// announcer may be asked.
-    pending_wants: BTreeMap<MessageId, Timestamp>,
+    /// Tree gossip: ids asked for with IWant; until one expires (`want_timeout`), the
+    /// next announcer of it is not asked.
+    pending_wants: ExpiringSet<MessageId>,
     /// Connections not closed, by [`Direction`] (see `count_direction`).
     open_by_direction: [usize; 2],
     /// When the coordinator last looked for an unhealthy peer to replace.
@@ -505,7 +503,10 @@ impl Node {
             history: BTreeMap::new(),
             history_order: VecDeque::new(),
             history_bytes: 0,
-            pending_wants: BTreeMap::new(),
+            pending_wants: ExpiringSet::new(
+                config.gossip.max_pending_wants,
+                config.gossip.want_timeout,
+            ),
             open_by_direction: [0; 2],
             last_health_check: None,
             lazy: Vec::new(),
@@ -575,7 +576,7 @@ impl Node {
             persistent: self.persistent.contains_key(&c.addr),
             health: self.health(c),
             misbehaviour: c.misbehaviour,
-            gossip_push: c.eager,
+            gossip_push: self.is_eager(id),
             stats: c.conn.stats().clone(),
         })
     }
@@ -964,7 +965,6 @@ impl Node {
                 buffered: 0,
                 sendable: false,
                 lazy_gossip: false,
-                eager: true,
                 pruned_at: None,
                 graft_answered_at: None,
             }),
@@ -1273,7 +1273,6 @@ impl Node {
         c.agent = hello.agent.clone();
         c.version = version;
         c.lazy_gossip = hello.capabilities.contains(Capabilities::LAZY_GOSSIP);
-        c.eager = true;
         let direction = c.direction;
         let addr = c.addr;
         self.peers.insert(peer, id);
@@ -1352,12 +1351,13 @@ impl Node {
         c.closed = true;
         let (peer, registered, direction, addr) = (c.peer, c.registered, c.direction, c.addr);
         let established = c.conn.stats().connected_since.is_some();
-        let was_eager = c.eager;
-        if !was_eager {
-            if let Ok(i) = self.lazy.binary_search(&id) {
+        let was_eager = match self.lazy.binary_search(&id) {
+            Ok(i) => {
                 self.lazy.remove(i);
+                false
             }
-        }
+            Err(_) => true,
+        };
         if registered {
             if let Some(p) = peer {
                 if self.peers.get(&p) == Some(&id) {
@@ -1948,7 +1948,6 @@ impl Node {
             self.prune(now, id);
             return;
         }
-        self.pending_wants.remove(&mid);
         if let Some(c) = self.conns.get_mut(&id) {
             c.useful_at = Some(now);
         }
@@ -2107,24 +2106,29 @@ impl Node {
         self.config.gossip.mode == GossipMode::Tree
     }
 
-    /// Marks connection `id` eager or lazy, keeping `Node::lazy` in step. Returns whether
-    /// anything changed.
+    /// Tree gossip: whether new messages are pushed to connection `id` (else only
+    /// announced). Every connection is eager until pruned.
+    fn is_eager(&self, id: ConnectionId) -> bool {
+        self.lazy.binary_search(&id).is_err()
+    }
+
+    /// Marks connection `id` eager or lazy (its membership of `Node::lazy`). Returns
+    /// whether anything changed.
     fn set_eager(&mut self, id: ConnectionId, eager: bool) -> bool {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return false;
-        };
-        if c.eager == eager {
+        if self.conns.get(&id).is_none_or(|c| c.closed) {
             return false;
         }
-        c.eager = eager;
         match self.lazy.binary_search(&id) {
             Ok(i) if eager => {
                 self.lazy.remove(i);
+                true
             }
-            Err(i) if !eager => self.lazy.insert(i, id),
-            _ => {}
+            Err(i) if !eager => {
+                self.lazy.insert(i, id);
+                true
+            }
+            _ => false,
         }
-        true
     }
 
     /// Tree gossip: a peer sent us a message we already had, so one of the paths to us is
@@ -2137,10 +2141,11 @@ impl Node {
             return;
         }
         let every = self.config.gossip.announce_interval;
+        let eager = self.is_eager(id);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        if !c.lazy_gossip || (!c.eager && c.pruned_at.is_some_and(|t| now < t + every)) {
+        if !c.lazy_gossip || (!eager && c.pruned_at.is_some_and(|t| now < t + every)) {
             return;
         }
         c.pruned_at = Some(now);
@@ -2159,11 +2164,11 @@ impl Node {
             return;
         }
         for id in std::mem::take(&mut self.lazy) {
-            let Some(c) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            c.eager = true;
-            if !c.registered || c.conn.state() != ConnectionState::Connected {
+            let usable = self
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.registered && c.conn.state() == ConnectionState::Connected);
+            if !usable {
                 continue;
             }
             if self.send_to(id, Message::IWant { ids: Vec::new() }).is_ok() {
@@ -2235,18 +2240,9 @@ impl Node {
         self.timers
             .insert((now + self.config.gossip.announce_interval, Timer::Announce));
         self.expire_history(now);
-        self.pending_wants.retain(|_, retry_at| *retry_at > now);
         if self.history_order.is_empty() {
             return;
         }
-        debug_assert_eq!(
-            self.lazy,
-            self.conns
-                .iter()
-                .filter(|(_, c)| !c.eager && !c.closed)
-                .map(|(id, _)| *id)
-                .collect::<Vec<_>>()
-        );
 
         let mut lazy = self.lazy.clone();
         let mut left = self.config.gossip.announce_peers;
@@ -2284,18 +2280,10 @@ impl Node {
             // the much larger seen-cache.
             if self.history.contains_key(&mid)
                 || self.seen.contains(now, &mid)
-                || self.pending_wants.get(&mid).is_some_and(|t| *t > now)
+                || !self.pending_wants.insert(now, mid)
             {
                 continue;
             }
-            if self.pending_wants.len() >= self.config.gossip.max_pending_wants
-                && !self.pending_wants.contains_key(&mid)
-            {
-                self.counters.gossip_wants_dropped += 1;
-                continue;
-            }
-            self.pending_wants
-                .insert(mid, now + self.config.gossip.want_timeout);
             wanted.push(raw);
         }
         if wanted.is_empty() {

@@ -498,9 +498,6 @@ pub struct NodeCounters {
     /// Tree gossip: message ids asked for with IWant after an announcement.
     #[serde(default)]
     pub gossip_ids_wanted: u64,
-    /// Tree gossip: announced ids not asked for because `max_pending_wants` was reached.
-    #[serde(default)]
-    pub gossip_wants_dropped: u64,
     /// Tree gossip: messages sent in answer to IWant.
     #[serde(default)]
     pub gossip_served: u64,
