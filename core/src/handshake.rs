@@ -51,13 +51,22 @@ fn params() -> snow::params::NoiseParams {
         .expect("the constant protocol name is valid")
 }
 
+/// The cryptography behind every handshake and transport cipher of the node, for snow:
+/// ring's ChaCha20-Poly1305, the fast X25519 of the `aws-lc` feature, and ephemeral keys
+/// drawn from `rng` rather than the OS. Call it to run a bare snow handshake that matches
+/// the node's byte for byte and costs what the node's costs (the benchmarks' connect
+/// floor does); a node never needs it.
+pub fn noise_resolver(rng: SeededRng) -> Box<dyn snow::resolvers::CryptoResolver + Send> {
+    Box::new(SeededResolver::new(rng))
+}
+
 /// Starts a handshake in `role` with our static key, drawing ephemeral keys from `rng`.
 pub(crate) fn start(
     role: Role,
     keypair: &Keypair,
     rng: SeededRng,
 ) -> Result<snow::HandshakeState, NoiseError> {
-    let builder = snow::Builder::with_resolver(params(), Box::new(SeededResolver::new(rng)))
+    let builder = snow::Builder::with_resolver(params(), noise_resolver(rng))
         .prologue(PROLOGUE)?
         .local_private_key(keypair.private_key())?;
     Ok(match role {
@@ -245,5 +254,21 @@ mod tests {
         assert_eq!(r.open(&mut genuine).unwrap(), 7);
         let mut replayed = sealed.clone();
         assert!(r.open(&mut replayed).is_err(), "nonce moved on");
+    }
+
+    #[cfg(feature = "aws-lc")]
+    #[test]
+    fn a_small_order_ephemeral_key_fails_the_handshake() {
+        let kr = Keypair::from_private_key([2; 32]);
+        let mut r = start(Role::Responder, &kr, SeededRng::from_seed([4; 32])).unwrap();
+        let mut payload = [0u8; 1024];
+        // Message 1 of XX is the initiator's ephemeral key in the clear: here u = 0, whose
+        // shared secret with any key is zero. Message 2's `ee` must refuse it.
+        r.read_message(&[0u8; 32], &mut payload).unwrap();
+        let mut buf = [0u8; 1024];
+        assert!(matches!(
+            r.write_message(b"", &mut buf),
+            Err(snow::Error::Dh)
+        ));
     }
 }

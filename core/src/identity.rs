@@ -108,14 +108,7 @@ impl Keypair {
     /// The key pair whose private key is `private` (for example, loaded from a key file).
     /// Any 32 bytes are a valid X25519 private key (clamping is part of the function).
     pub fn from_private_key(private: [u8; KEY_LEN]) -> Self {
-        let mut dh = snow::resolvers::CryptoResolver::resolve_dh(
-            &snow::resolvers::DefaultResolver,
-            &snow::params::DHChoice::Curve25519,
-        )
-        .expect("snow is built with its X25519 implementation");
-        dh.set(&private);
-        let mut public = [0u8; KEY_LEN];
-        public.copy_from_slice(dh.pubkey());
+        let public = crate::x25519::public_key(&private);
         Keypair { private, public }
     }
 

@@ -91,9 +91,9 @@ impl snow::types::Random for SnowRng {
     }
 }
 
-/// The crypto resolver for snow: ring's ChaCha20-Poly1305 (the fast backend), snow's own
-/// BLAKE2s and X25519 (ring offers neither with a caller-supplied key), and entropy from
-/// a seeded generator instead of the OS.
+/// The crypto resolver for snow: ring's ChaCha20-Poly1305 (the fast backend), the X25519
+/// of [`crate::x25519`] (ring offers none with a caller-supplied key), and entropy from a
+/// seeded generator instead of the OS.
 pub(crate) struct SeededResolver {
     seed: core::cell::RefCell<SeededRng>,
     ring: snow::resolvers::RingResolver,
@@ -117,7 +117,10 @@ impl snow::resolvers::CryptoResolver for SeededResolver {
     }
 
     fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
-        self.default.resolve_dh(choice)
+        match choice {
+            snow::params::DHChoice::Curve25519 => Some(crate::x25519::dh()),
+            _ => None,
+        }
     }
 
     fn resolve_hash(

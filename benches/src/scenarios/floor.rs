@@ -7,8 +7,8 @@
 //! does not apply).
 //!
 //! * `floor-connect`: TCP connect and accept, then a bare Noise XX handshake with snow
-//!   (the library's pattern, static keys made beforehand, no payloads) over 2-byte
-//!   length-prefixed packets, until the dialer has written message 3.
+//!   (the library's pattern and cryptography, static keys made beforehand, no payloads)
+//!   over 2-byte length-prefixed packets, until the dialer has written message 3.
 //! * `floor-rtt`: a 64-byte ping answered by a 64-byte pong over one socket, one in flight,
 //!   the answering side a task that echoes (the library's server is its node's loop).
 //! * `floor-broadcast`: one task writes the same 1 KiB to P sockets; each receiving socket
@@ -45,11 +45,18 @@ async fn read_packet(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize
     Ok(n)
 }
 
+/// A snow builder with the library's own cryptography (its X25519 and AEAD), so the floor
+/// measures the machine's cost of the same handshake, not a slower implementation of it.
+/// Each builder draws its keys from its own seed.
 fn noise_builder() -> snow::Builder<'static> {
-    snow::Builder::new(
+    static SEEDS: AtomicUsize = AtomicUsize::new(1);
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(SEEDS.fetch_add(1, Ordering::Relaxed) as u64).to_le_bytes());
+    snow::Builder::with_resolver(
         silver_p2p_core::NOISE_PARAMS
             .parse()
             .expect("valid pattern"),
+        silver_p2p_core::noise_resolver(silver_p2p_core::SeededRng::from_seed(seed)),
     )
 }
 
@@ -130,7 +137,7 @@ pub async fn run_connect(o: connect::Opts, budget: Duration) -> Report {
         params: json!({
             "n": o.n,
             "warmup": o.warmup,
-            "mechanism": "tokio TCP connect + accept (nodelay), then snow Noise_XX_25519_ChaChaPoly_BLAKE2s with empty payloads over 2-byte length-prefixed packets; timed until the dialer has written message 3",
+            "mechanism": "tokio TCP connect + accept (nodelay), then snow Noise_XX_25519_ChaChaPoly_BLAKE2s through the library's crypto resolver (silver_p2p_core::noise_resolver) with empty payloads over 2-byte length-prefixed packets; timed until the dialer has written message 3",
         }),
         completed: failure.is_none() && samples.len() == o.n,
         failure,
