@@ -651,8 +651,17 @@ impl Node {
     }
 
     /// Bytes the node holds in buffers, by the core's own accounting: every connection's
-    /// buffers plus undrained outputs. Bounded by the configuration (see the README).
+    /// buffers plus undrained outputs. Bounded by the configuration (see the README). Kept
+    /// as a running total, so reading it costs nothing however many peers the node has (a
+    /// simulator reads it for every node every simulated second).
     pub fn buffered_bytes(&self) -> usize {
+        let total = self.conns_buffered + self.outputs_buffered;
+        debug_assert_eq!(total, self.buffered_bytes_by_scan());
+        total
+    }
+
+    /// [`Node::buffered_bytes`] summed afresh, to check the running total against.
+    fn buffered_bytes_by_scan(&self) -> usize {
         let outs: usize = self
             .outputs
             .iter()
