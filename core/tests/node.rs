@@ -1194,6 +1194,44 @@ fn tree_gossip_prunes_to_about_one_copy_per_node_and_still_reaches_everyone() {
 }
 
 #[test]
+fn every_tree_node_keeps_a_pushing_link_so_its_broadcasts_leave_at_once() {
+    // Prunes crossing each other at both ends of cycles can take every link of a node;
+    // it keeps its last one, or grafts one back when a Prune takes it. Otherwise its own
+    // broadcasts would reach no peer until an announcement round.
+    for shift in 0..4u64 {
+        let n = 30;
+        let mut net = Net::star(n, |i, c| {
+            c.limits.target_outbound = 3;
+            tree(c);
+            c.discovery.interval = Duration::from_millis(900 + 50 * shift + i as u64);
+        });
+        net.run_for(Duration::from_secs(60));
+        // Many broadcasts close together: the prunes they cause cross each other.
+        broadcasts(&mut net, 60, Duration::from_millis(3));
+        net.run_for(Duration::from_millis(100));
+        for i in 0..n {
+            let peers = net.nodes[i].node.peers();
+            assert!(
+                peers.iter().any(|p| p.gossip_push),
+                "shift {shift}: node {i} pushes to none of its {} peers",
+                peers.len()
+            );
+            let msg = GossipMessage::Transaction(Bytes::from(format!("from {i}")));
+            let report = net
+                .with(i, |node, now| {
+                    node.broadcast(now, msg, BroadcastOptions::default())
+                })
+                .unwrap();
+            assert!(
+                report.queued() > 0,
+                "shift {shift}: node {i} reached no peer"
+            );
+        }
+        assert!(total(&net, |c| c.gossip_prunes_sent) > 0);
+    }
+}
+
+#[test]
 fn tree_gossip_reaches_nodes_behind_a_silent_relay_through_announcements() {
     let n = 30;
     let mut net = Net::star(n, |_, c| {

@@ -1770,11 +1770,7 @@ impl Node {
             Message::Peers { addrs } => self.on_peers(now, id, peer, addrs),
             Message::IHave { ids } => self.on_ihave(now, id, ids),
             Message::IWant { ids } => self.on_iwant(now, id, ids),
-            Message::Prune
-                if self.tree_gossip() && self.conns.get(&id).is_some_and(|c| c.lazy_gossip) =>
-            {
-                self.set_eager(id, false);
-            }
+            Message::Prune => self.on_prune(id),
             _ => {}
         }
     }
@@ -2157,10 +2153,74 @@ impl Node {
         if !c.lazy_gossip || (!eager && c.pruned_at.is_some_and(|t| now < t + every)) {
             return;
         }
+        if eager && self.eager_links(Some(id)) == 0 {
+            // Our last pushing link: keep it, or we would hear of new messages only through
+            // announcements (see `keep_an_eager_link`).
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
         c.pruned_at = Some(now);
         self.set_eager(id, false);
         if self.send_to(id, Message::Prune).is_ok() {
             self.counters.gossip_prunes_sent += 1;
+        }
+    }
+
+    /// Tree gossip: the peer stops pushing to us on this connection, so we stop pushing on
+    /// it too (a flood peer never prunes; a Prune from one is ignored).
+    fn on_prune(&mut self, id: ConnectionId) {
+        let lazy_capable = self.conns.get(&id).is_some_and(|c| c.lazy_gossip);
+        if self.tree_gossip() && lazy_capable && self.set_eager(id, false) {
+            self.keep_an_eager_link(id);
+        }
+    }
+
+    /// Tree gossip: how many open connections are pushed to (eager), `except` aside.
+    fn eager_links(&self, except: Option<ConnectionId>) -> usize {
+        self.conns
+            .iter()
+            .filter(|(id, c)| {
+                Some(**id) != except
+                    && c.registered
+                    && c.conn.state() == ConnectionState::Connected
+                    && self.is_eager(**id)
+            })
+            .count()
+    }
+
+    /// Tree gossip: a node whose every link is lazy hears of new messages only through
+    /// announcements, up to `announce_interval` late, and its own broadcasts reach no peer
+    /// at all until then. Pruning both ends of a cycle at once can do that to a node (its
+    /// own prunes never take its last eager link), so when a Prune took the last one, one
+    /// other lazy peer, drawn at random, is grafted at once (an IWant without ids). At most
+    /// one graft per Prune received, and a Prune changes something only once per link.
+    fn keep_an_eager_link(&mut self, pruned_by: ConnectionId) {
+        if self.shutdown.is_some() || self.eager_links(None) > 0 {
+            return;
+        }
+        let candidates: Vec<ConnectionId> = self
+            .lazy
+            .iter()
+            .copied()
+            .filter(|id| {
+                *id != pruned_by
+                    && self.conns.get(id).is_some_and(|c| {
+                        c.registered && c.conn.state() == ConnectionState::Connected
+                    })
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let pick = candidates[self.rng.below(candidates.len() as u64) as usize];
+        self.set_eager(pick, true);
+        if self
+            .send_to(pick, Message::IWant { ids: Vec::new() })
+            .is_ok()
+        {
+            self.counters.gossip_grafts_sent += 1;
         }
     }
 
