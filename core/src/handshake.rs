@@ -52,7 +52,8 @@ fn params() -> snow::params::NoiseParams {
 }
 
 /// The cryptography behind every handshake and transport cipher of the node, for snow:
-/// ring's ChaCha20-Poly1305, the fast X25519 of the `aws-lc` feature, and ephemeral keys
+/// ring's ChaCha20-Poly1305, the X25519 of `x25519` (aws-lc's with the default `aws-lc`
+/// feature, which refuses small-order keys either way), and ephemeral keys
 /// drawn from `rng` rather than the OS. Call it to run a bare snow handshake that matches
 /// the node's byte for byte and costs what the node's costs (the benchmarks' connect
 /// floor does); a node never needs it.
@@ -256,7 +257,6 @@ mod tests {
         assert!(r.open(&mut replayed).is_err(), "nonce moved on");
     }
 
-    #[cfg(feature = "aws-lc")]
     #[test]
     fn a_small_order_ephemeral_key_fails_the_handshake() {
         let kr = Keypair::from_private_key([2; 32]);

@@ -109,6 +109,14 @@ struct Conn {
     graft_answered_at: Option<Timestamp>,
 }
 
+impl Conn {
+    /// An established peer the application knows of (registered and connected): the
+    /// connections gossip is pushed, announced and grafted on.
+    fn is_gossip_peer(&self) -> bool {
+        self.registered && self.conn.state() == ConnectionState::Connected
+    }
+}
+
 /// A recent gossip message kept to answer IWant (tree gossip).
 #[derive(Debug)]
 struct HistoryEntry {
@@ -2091,10 +2099,13 @@ impl Node {
             let status = match sent {
                 Ok(()) => BroadcastStatus::Queued,
                 Err(_) => {
-                    if tree && self.conns.get(&id).is_some_and(|c| c.lazy_gossip) {
+                    if tree
+                        && self.conns.get(&id).is_some_and(|c| c.lazy_gossip)
+                        && self.set_eager(id, false)
+                    {
                         // Lazy on our side, so the next announcements tell it what it
                         // missed; its IWant will graft it back.
-                        self.set_eager(id, false);
+                        self.keep_an_eager_link(id);
                     }
                     self.counters.gossip_dropped_queue_full += 1;
                     self.count_failure(FailureKind::QueueFull, Recovery::Drop);
@@ -2153,7 +2164,7 @@ impl Node {
         if !c.lazy_gossip || (!eager && c.pruned_at.is_some_and(|t| now < t + every)) {
             return;
         }
-        if eager && self.eager_links(Some(id)) == 0 {
+        if eager && !self.has_eager_link(Some(id)) {
             // Our last pushing link: keep it, or we would hear of new messages only through
             // announcements (see `keep_an_eager_link`).
             return;
@@ -2177,39 +2188,29 @@ impl Node {
         }
     }
 
-    /// Tree gossip: how many open connections are pushed to (eager), `except` aside.
-    fn eager_links(&self, except: Option<ConnectionId>) -> usize {
+    /// Tree gossip: whether some gossip peer but `except` is pushed to (eager).
+    fn has_eager_link(&self, except: Option<ConnectionId>) -> bool {
         self.conns
             .iter()
-            .filter(|(id, c)| {
-                Some(**id) != except
-                    && c.registered
-                    && c.conn.state() == ConnectionState::Connected
-                    && self.is_eager(**id)
-            })
-            .count()
+            .any(|(id, c)| Some(*id) != except && c.is_gossip_peer() && self.is_eager(*id))
     }
 
     /// Tree gossip: a node whose every link is lazy hears of new messages only through
     /// announcements, up to `announce_interval` late, and its own broadcasts reach no peer
-    /// at all until then. Pruning both ends of a cycle at once can do that to a node (its
-    /// own prunes never take its last eager link), so when a Prune took the last one, one
-    /// other lazy peer, drawn at random, is grafted at once (an IWant without ids). At most
-    /// one graft per Prune received, and a Prune changes something only once per link.
-    fn keep_an_eager_link(&mut self, pruned_by: ConnectionId) {
-        if self.shutdown.is_some() || self.eager_links(None) > 0 {
+    /// at all until then. Its own prunes never take its last eager link, but a Prune from
+    /// the peer (both ends of a cycle can prune at once) or a full queue during a push can;
+    /// then one other lazy peer than `demoted`, drawn at random, is grafted at once (an
+    /// IWant without ids). At most one graft per demotion, and only while no eager link
+    /// is left: a peer alternating grafts and Prunes moves one link at a time.
+    fn keep_an_eager_link(&mut self, demoted: ConnectionId) {
+        if self.shutdown.is_some() || self.has_eager_link(None) {
             return;
         }
         let candidates: Vec<ConnectionId> = self
             .lazy
             .iter()
             .copied()
-            .filter(|id| {
-                *id != pruned_by
-                    && self.conns.get(id).is_some_and(|c| {
-                        c.registered && c.conn.state() == ConnectionState::Connected
-                    })
-            })
+            .filter(|id| *id != demoted && self.conns.get(id).is_some_and(|c| c.is_gossip_peer()))
             .collect();
         if candidates.is_empty() {
             return;
@@ -2233,10 +2234,7 @@ impl Node {
             return;
         }
         for id in std::mem::take(&mut self.lazy) {
-            let usable = self
-                .conns
-                .get(&id)
-                .is_some_and(|c| c.registered && c.conn.state() == ConnectionState::Connected);
+            let usable = self.conns.get(&id).is_some_and(|c| c.is_gossip_peer());
             if !usable {
                 continue;
             }
@@ -2323,10 +2321,7 @@ impl Node {
             // random choice.
             let j = i + self.rng.below((lazy.len() - i) as u64) as usize;
             lazy.swap(i, j);
-            let usable = self
-                .conns
-                .get(&lazy[i])
-                .is_some_and(|c| c.registered && c.conn.state() == ConnectionState::Connected);
+            let usable = self.conns.get(&lazy[i]).is_some_and(|c| c.is_gossip_peer());
             if !usable {
                 continue;
             }
