@@ -91,9 +91,9 @@ impl snow::types::Random for SnowRng {
     }
 }
 
-/// The crypto resolver for snow: ring's ChaCha20-Poly1305 (the fast backend), the X25519
-/// of [`crate::x25519`] (ring offers none with a caller-supplied key), and entropy from a
-/// seeded generator instead of the OS.
+/// The crypto resolver for snow: ring's ChaCha20-Poly1305 (the fast backend), snow's own
+/// BLAKE2s (ring has none), the X25519 of [`crate::x25519`] (ring's takes no caller-supplied
+/// key), and entropy from a seeded generator instead of the OS.
 pub(crate) struct SeededResolver {
     seed: core::cell::RefCell<SeededRng>,
     ring: snow::resolvers::RingResolver,

@@ -2099,13 +2099,10 @@ impl Node {
             let status = match sent {
                 Ok(()) => BroadcastStatus::Queued,
                 Err(_) => {
-                    if tree
-                        && self.conns.get(&id).is_some_and(|c| c.lazy_gossip)
-                        && self.set_eager(id, false)
-                    {
+                    if tree && self.conns.get(&id).is_some_and(|c| c.lazy_gossip) {
                         // Lazy on our side, so the next announcements tell it what it
                         // missed; its IWant will graft it back.
-                        self.keep_an_eager_link(id);
+                        self.make_lazy(id);
                     }
                     self.counters.gossip_dropped_queue_full += 1;
                     self.count_failure(FailureKind::QueueFull, Recovery::Drop);
@@ -2158,7 +2155,7 @@ impl Node {
         }
         let every = self.config.gossip.announce_interval;
         let eager = self.is_eager(id);
-        let Some(c) = self.conns.get_mut(&id) else {
+        let Some(c) = self.conns.get(&id) else {
             return;
         };
         if !c.lazy_gossip || (!eager && c.pruned_at.is_some_and(|t| now < t + every)) {
@@ -2166,14 +2163,13 @@ impl Node {
         }
         if eager && !self.has_eager_link(Some(id)) {
             // Our last pushing link: keep it, or we would hear of new messages only through
-            // announcements (see `keep_an_eager_link`).
+            // announcements (see `make_lazy`).
             return;
         }
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        c.pruned_at = Some(now);
-        self.set_eager(id, false);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.pruned_at = Some(now);
+        }
+        self.make_lazy(id);
         if self.send_to(id, Message::Prune).is_ok() {
             self.counters.gossip_prunes_sent += 1;
         }
@@ -2182,9 +2178,8 @@ impl Node {
     /// Tree gossip: the peer stops pushing to us on this connection, so we stop pushing on
     /// it too (a flood peer never prunes; a Prune from one is ignored).
     fn on_prune(&mut self, id: ConnectionId) {
-        let lazy_capable = self.conns.get(&id).is_some_and(|c| c.lazy_gossip);
-        if self.tree_gossip() && lazy_capable && self.set_eager(id, false) {
-            self.keep_an_eager_link(id);
+        if self.tree_gossip() && self.conns.get(&id).is_some_and(|c| c.lazy_gossip) {
+            self.make_lazy(id);
         }
     }
 
@@ -2195,32 +2190,35 @@ impl Node {
             .any(|(id, c)| Some(*id) != except && c.is_gossip_peer() && self.is_eager(*id))
     }
 
-    /// Tree gossip: a node whose every link is lazy hears of new messages only through
-    /// announcements, up to `announce_interval` late, and its own broadcasts reach no peer
-    /// at all until then. Its own prunes never take its last eager link, but a Prune from
-    /// the peer (both ends of a cycle can prune at once) or a full queue during a push can;
-    /// then one other lazy peer than `demoted`, drawn at random, is grafted at once (an
-    /// IWant without ids). At most one graft per demotion, and only while no eager link
-    /// is left: a peer alternating grafts and Prunes moves one link at a time.
-    fn keep_an_eager_link(&mut self, demoted: ConnectionId) {
-        if self.shutdown.is_some() || self.has_eager_link(None) {
+    /// Tree gossip: stops pushing to connection `id`. Every demotion passes here, because a
+    /// node whose every link is lazy hears of new messages only through announcements, up
+    /// to `announce_interval` late, and its own broadcasts reach no peer at all until then.
+    /// Its own prunes never take its last eager link, but a Prune from the peer (both ends
+    /// of a cycle can prune at once) or a full queue during a push can; then one other lazy
+    /// peer, drawn at random, is grafted at once. At most one graft per demotion, and only
+    /// while no eager link is left: a peer alternating grafts and Prunes moves one link at
+    /// a time.
+    fn make_lazy(&mut self, id: ConnectionId) {
+        if !self.set_eager(id, false) || self.shutdown.is_some() || self.has_eager_link(None) {
             return;
         }
         let candidates: Vec<ConnectionId> = self
             .lazy
             .iter()
             .copied()
-            .filter(|id| *id != demoted && self.conns.get(id).is_some_and(|c| c.is_gossip_peer()))
+            .filter(|c| *c != id && self.conns.get(c).is_some_and(|c| c.is_gossip_peer()))
             .collect();
-        if candidates.is_empty() {
-            return;
+        if !candidates.is_empty() {
+            let pick = candidates[self.rng.below(candidates.len() as u64) as usize];
+            self.graft(pick);
         }
-        let pick = candidates[self.rng.below(candidates.len() as u64) as usize];
-        self.set_eager(pick, true);
-        if self
-            .send_to(pick, Message::IWant { ids: Vec::new() })
-            .is_ok()
-        {
+    }
+
+    /// Tree gossip: makes connection `id` eager and asks the peer to push to us again (an
+    /// IWant without ids).
+    fn graft(&mut self, id: ConnectionId) {
+        self.set_eager(id, true);
+        if self.send_to(id, Message::IWant { ids: Vec::new() }).is_ok() {
             self.counters.gossip_grafts_sent += 1;
         }
     }
@@ -2234,12 +2232,8 @@ impl Node {
             return;
         }
         for id in std::mem::take(&mut self.lazy) {
-            let usable = self.conns.get(&id).is_some_and(|c| c.is_gossip_peer());
-            if !usable {
-                continue;
-            }
-            if self.send_to(id, Message::IWant { ids: Vec::new() }).is_ok() {
-                self.counters.gossip_grafts_sent += 1;
+            if self.conns.get(&id).is_some_and(|c| c.is_gossip_peer()) {
+                self.graft(id);
             }
         }
     }
