@@ -1145,10 +1145,86 @@ fn tree_without_announcements(n: usize, warmup: usize) -> Net {
         tree(c);
         c.gossip.announce_interval = Duration::from_secs(600);
         c.gossip.history = Duration::from_secs(600);
+        // Nor the announcement across a pruned link.
+        c.gossip.announce_delay = Duration::from_secs(300);
     });
     net.run_for(Duration::from_secs(60));
     broadcasts(&mut net, warmup, Duration::from_secs(2));
     net
+}
+
+/// A tree-gossip network of `n` nodes with 3 outbound connections each, a minute after
+/// start; `shift` varies the discovery timing, and so the shape of the graph.
+fn sparse_tree(n: usize, shift: u64, tweak: impl Fn(&mut NodeConfig)) -> Net {
+    let mut net = Net::star(n, |i, c| {
+        c.limits.target_outbound = 3;
+        tree(c);
+        c.discovery.interval = Duration::from_millis(900 + 50 * shift + i as u64);
+        tweak(c);
+    });
+    net.run_for(Duration::from_secs(60));
+    net
+}
+
+/// A tree-gossip network of `n` nodes (4 outbound each) with default announcements, its
+/// tree shaped by 10 broadcasts.
+fn shaped_tree(n: usize) -> Net {
+    let mut net = Net::star(n, |_, c| {
+        c.limits.target_outbound = 4;
+        tree(c);
+    });
+    net.run_for(Duration::from_secs(60));
+    broadcasts(&mut net, 10, Duration::from_secs(2));
+    net
+}
+
+#[test]
+fn announcements_never_make_a_healthy_tree_ask_for_copies_already_on_their_way() {
+    // Broadcasts every 30 ms: every announcement round falls while some message is still
+    // travelling the pushing links (10 ms a hop). Announcing it would make the peer ask
+    // for it and graft a link the tree had pruned, and the grafts feed more duplicates
+    // and prunes; only messages older than `announce_delay` are announced.
+    let n = 30;
+    let mut net = shaped_tree(n);
+    let before = total(&net, |c| c.gossip_announcements_sent);
+    let ids = broadcasts(&mut net, 100, Duration::from_millis(30));
+    net.run_for(Duration::from_secs(2));
+    assert_each_delivered_once(&net, 0..n, &ids);
+    assert!(
+        total(&net, |c| c.gossip_announcements_sent) > before,
+        "announcement rounds ran"
+    );
+    assert_eq!(
+        total(&net, |c| c.gossip_ids_wanted),
+        0,
+        "a node asked for a message pushed to it anyway"
+    );
+}
+
+#[test]
+fn a_tree_split_by_crossing_prunes_during_a_burst_is_joined_by_the_pruned_links() {
+    // Concurrent broadcasts from many origins prune links at both ends of cycles at once,
+    // which can split the pushing links in two while messages are still travelling. With
+    // no announcement round within the test, only the announcement across the pruned
+    // links (`announce_delay` to twice that after each Prune) can bring the messages
+    // across the split.
+    let mut split_somewhere = false;
+    for shift in 0..6u64 {
+        let n = 30;
+        let mut net = sparse_tree(n, shift, |c| {
+            c.gossip.announce_interval = Duration::from_secs(600);
+            c.gossip.history = Duration::from_secs(600);
+        });
+        let wanted_before = total(&net, |c| c.gossip_ids_wanted);
+        let ids = broadcasts(&mut net, 60, Duration::from_millis(3));
+        net.run_for(Duration::from_millis(1000));
+        assert_each_delivered_once(&net, 0..n, &ids);
+        split_somewhere |= total(&net, |c| c.gossip_ids_wanted) > wanted_before;
+    }
+    assert!(
+        split_somewhere,
+        "no burst split the tree: the test shows nothing"
+    );
 }
 
 #[test]
@@ -1200,12 +1276,7 @@ fn every_tree_node_keeps_a_pushing_link_so_its_broadcasts_leave_at_once() {
     // broadcasts would reach no peer until an announcement round.
     for shift in 0..4u64 {
         let n = 30;
-        let mut net = Net::star(n, |i, c| {
-            c.limits.target_outbound = 3;
-            tree(c);
-            c.discovery.interval = Duration::from_millis(900 + 50 * shift + i as u64);
-        });
-        net.run_for(Duration::from_secs(60));
+        let mut net = sparse_tree(n, shift, |_| {});
         // Many broadcasts close together: the prunes they cause cross each other.
         broadcasts(&mut net, 60, Duration::from_millis(3));
         net.run_for(Duration::from_millis(100));
@@ -1234,12 +1305,7 @@ fn every_tree_node_keeps_a_pushing_link_so_its_broadcasts_leave_at_once() {
 #[test]
 fn tree_gossip_reaches_nodes_behind_a_silent_relay_through_announcements() {
     let n = 30;
-    let mut net = Net::star(n, |_, c| {
-        c.limits.target_outbound = 4;
-        tree(c);
-    });
-    net.run_for(Duration::from_secs(60));
-    broadcasts(&mut net, 10, Duration::from_secs(2));
+    let mut net = shaped_tree(n);
     // Node 0, the bootstrap node every other node dialed first, goes silent: it still
     // receives but nothing it sends arrives. Its connections stay open (the idle timeout is
     // far off), so no graft is triggered: only announcements can reach the nodes whose
@@ -1321,6 +1387,10 @@ fn tree_mode_rejects_a_history_shorter_than_its_announcement_interval() {
     c.gossip.max_history_bytes = c.connection.max_message_size - 1;
     let e = c.validate().unwrap_err();
     assert!(e.to_string().contains("max_history_bytes"), "{e}");
+    c.gossip.max_history_bytes = c.connection.max_message_size;
+    c.gossip.announce_delay = c.gossip.history;
+    let e = c.validate().unwrap_err();
+    assert!(e.to_string().contains("announce_delay"), "{e}");
     // The same values are fine in flood mode, which does not use them.
     c.gossip.relay_fanout = 3;
     c.gossip.announce_peers = 0;

@@ -240,6 +240,14 @@ pub struct Traffic {
     pub gossip_duplicates: u64,
     /// Gossip copies lost to full queues.
     pub gossip_dropped_queue_full: u64,
+    /// Tree gossip: Prunes sent (links that stopped pushing).
+    pub gossip_prunes_sent: u64,
+    /// Tree gossip: IHave messages sent.
+    pub gossip_announcements_sent: u64,
+    /// Tree gossip: message ids asked for with IWant.
+    pub gossip_ids_wanted: u64,
+    /// Tree gossip: plain grafts sent (lazy peers asked to push again).
+    pub gossip_grafts_sent: u64,
     /// Unicast retransmissions.
     pub unicast_retries: u64,
     /// Bytes sent per second of the whole run.
@@ -785,6 +793,10 @@ pub async fn devnet(args: DevnetArgs) -> Result<(), CliError> {
                 tr.duplicates_closed += st.counters.duplicates_closed;
                 tr.gossip_duplicates += st.counters.gossip_duplicates;
                 tr.gossip_dropped_queue_full += st.counters.gossip_dropped_queue_full;
+                tr.gossip_prunes_sent += st.counters.gossip_prunes_sent;
+                tr.gossip_announcements_sent += st.counters.gossip_announcements_sent;
+                tr.gossip_ids_wanted += st.counters.gossip_ids_wanted;
+                tr.gossip_grafts_sent += st.counters.gossip_grafts_sent;
                 tr.unicast_retries += st.counters.unicast_retries;
             }
             Err(e) => net.errors.push(format!("stats: {e}")),
@@ -959,6 +971,18 @@ fn human(s: &Summary, args: &DevnetArgs) -> String {
             tr.gossip_duplicates
         ),
     );
+    if tr.gossip_prunes_sent + tr.gossip_announcements_sent + tr.gossip_grafts_sent > 0 {
+        row(
+            "tree",
+            format!(
+                "{} prunes, {} announcements, {} ids asked for, {} grafts",
+                tr.gossip_prunes_sent,
+                tr.gossip_announcements_sent,
+                tr.gossip_ids_wanted,
+                tr.gossip_grafts_sent
+            ),
+        );
+    }
     row("errors", s.errors.to_string());
     for e in &s.error_messages {
         row("", e.clone());

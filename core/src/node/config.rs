@@ -215,6 +215,18 @@ pub struct GossipConfig {
     /// Tree mode: how often recent message ids are announced to lazy peers. Default 1 s.
     #[serde(with = "duration_ms", rename = "announce_interval_ms")]
     pub announce_interval: Duration,
+    /// Tree mode: how long a message is given to travel the pushing links before it is
+    /// announced. A younger one is likely still on its way, and announcing it would make
+    /// peers ask for copies they are about to receive, grafting links the tree had just
+    /// pruned. The same wait (up to twice it, at random) comes between a link's Prune and
+    /// the announcement its two ends then make to each other: prunes at two places of one
+    /// cycle can cross while concurrent broadcasts are under way and split the pushing
+    /// links in two, every such split runs through a link pruned just before, and that
+    /// announcement lets each side pull what the other part had (grafting the link back)
+    /// instead of waiting for a random announcement round. Below `history_ms`. Default
+    /// 200 ms.
+    #[serde(with = "duration_ms", rename = "announce_delay_ms")]
+    pub announce_delay: Duration,
     /// Tree mode: lazy peers, chosen at random, that each announcement round goes to.
     /// More repairs a broken tree sooner, at one small message per peer and round.
     /// Default 2.
@@ -250,6 +262,7 @@ impl Default for GossipConfig {
             max_tracked_broadcasts: 1024,
             mode: GossipMode::Flood,
             announce_interval: Duration::from_secs(1),
+            announce_delay: Duration::from_millis(200),
             announce_peers: 2,
             history: Duration::from_secs(10),
             max_history_bytes: 8 << 20,
@@ -525,6 +538,16 @@ impl NodeConfig {
                         "history ({:?}) is shorter than announce_interval ({:?}): some messages \
                          would never be announced",
                         g.history, g.announce_interval
+                    ),
+                ));
+            }
+            if g.announce_delay >= g.history {
+                return Err(ConfigError::new(
+                    "gossip.announce_delay_ms",
+                    format!(
+                        "announce_delay ({:?}) is not shorter than history ({:?}): the \
+                         ids it would announce are forgotten by then",
+                        g.announce_delay, g.history
                     ),
                 ));
             }

@@ -62,6 +62,9 @@ enum Timer {
     Request(u64),
     /// Tree gossip: the next announcement round.
     Announce,
+    /// Tree gossip: the announcement across a link that stopped pushing
+    /// (`announce_delay` after its Prune).
+    PruneAnnounce(ConnectionId),
 }
 
 /// One connection and what the node knows about it.
@@ -107,6 +110,9 @@ struct Conn {
     /// peer cannot make us send either over and over.
     pruned_at: Option<Timestamp>,
     graft_answered_at: Option<Timestamp>,
+    /// Tree gossip: when the announcement across this link after its last Prune is due
+    /// (registered in the timer index; at most one at a time).
+    prune_announce_at: Option<Timestamp>,
 }
 
 impl Conn {
@@ -825,6 +831,7 @@ impl Node {
                 Timer::Unicast(id) => self.unicast_timer(now, id),
                 Timer::Request(id) => self.request_timeout(now, id),
                 Timer::Announce => self.announce(now),
+                Timer::PruneAnnounce(id) => self.prune_announce(now, id),
             }
         }
     }
@@ -908,6 +915,9 @@ impl Node {
             if let Some(t) = c.rate_paused_until {
                 self.timers.remove(&(t, Timer::RateResume(id)));
             }
+            if let Some(t) = c.prune_announce_at {
+                self.timers.remove(&(t, Timer::PruneAnnounce(id)));
+            }
             let s = c.conn.stats();
             self.closed_traffic[0] += s.bytes_sent;
             self.closed_traffic[1] += s.bytes_received;
@@ -984,6 +994,7 @@ impl Node {
                 lazy_gossip: false,
                 pruned_at: None,
                 graft_answered_at: None,
+                prune_announce_at: None,
             }),
         );
         self.open_by_direction[direction as usize] += 1;
@@ -1778,7 +1789,7 @@ impl Node {
             Message::Peers { addrs } => self.on_peers(now, id, peer, addrs),
             Message::IHave { ids } => self.on_ihave(now, id, ids),
             Message::IWant { ids } => self.on_iwant(now, id, ids),
-            Message::Prune => self.on_prune(id),
+            Message::Prune => self.on_prune(now, id),
             _ => {}
         }
     }
@@ -2173,14 +2184,56 @@ impl Node {
         if self.send_to(id, Message::Prune).is_ok() {
             self.counters.gossip_prunes_sent += 1;
         }
+        if eager {
+            self.schedule_prune_announce(now, id);
+        }
     }
 
     /// Tree gossip: the peer stops pushing to us on this connection, so we stop pushing on
     /// it too (a flood peer never prunes; a Prune from one is ignored).
-    fn on_prune(&mut self, id: ConnectionId) {
+    fn on_prune(&mut self, now: Timestamp, id: ConnectionId) {
         if self.tree_gossip() && self.conns.get(&id).is_some_and(|c| c.lazy_gossip) {
+            let eager = self.is_eager(id);
             self.make_lazy(id);
+            if eager {
+                self.schedule_prune_announce(now, id);
+            }
         }
+    }
+
+    /// Tree gossip: registers the announcement across link `id`, which just stopped
+    /// pushing, `announce_delay` to twice that from now; nothing if one is already due.
+    fn schedule_prune_announce(&mut self, now: Timestamp, id: ConnectionId) {
+        let delay = self.config.gossip.announce_delay;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.prune_announce_at.is_some() {
+            return;
+        }
+        // Spread over [delay, 2 × delay): the first link across a split to announce
+        // repairs it, and the part behind it has what it missed before the others announce,
+        // so it is not pulled over every link at once.
+        let spread = delay.as_nanos().min(u64::MAX as u128) as u64;
+        let at = now + delay + Duration::from_nanos(self.rng.below(spread.max(1)));
+        c.prune_announce_at = Some(at);
+        self.timers.insert((at, Timer::PruneAnnounce(id)));
+    }
+
+    /// Tree gossip: the announcement across a link pruned `announce_delay` or more ago. If
+    /// the Prune (or one crossing it elsewhere in the cycle) split the pushing links, this
+    /// link joins the two parts: the peer asks for what its part missed, and its IWant
+    /// grafts the link back. A link pushing again by now needs nothing.
+    fn prune_announce(&mut self, now: Timestamp, id: ConnectionId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.prune_announce_at = None;
+        if !c.is_gossip_peer() || self.is_eager(id) || self.shutdown.is_some() {
+            return;
+        }
+        self.expire_history(now);
+        self.send_ihaves(now, id, self.config.gossip.announce_delay);
     }
 
     /// Tree gossip: whether some gossip peer but `except` is pushed to (eager).
@@ -2272,11 +2325,22 @@ impl Node {
         }
     }
 
-    /// Announces every message of the history to connection `id`, newest first, in as
-    /// many IHave messages as [`MAX_IDS_PER_MESSAGE`] requires (the history is bounded by
+    /// Announces the messages of the history to connection `id`, newest first, in as many
+    /// IHave messages as [`MAX_IDS_PER_MESSAGE`] requires (the history is bounded by
     /// `history_ms` and `max_history_bytes`).
-    fn send_ihaves(&mut self, id: ConnectionId) {
-        let ids: Vec<[u8; 32]> = self.history_order.iter().rev().map(|(_, m)| m.0).collect();
+    ///
+    /// Only messages that arrived at least `settled` ago are announced: a younger one is
+    /// likely still on its way to the peer along the pushing links, and an announcement
+    /// would make the peer ask for a copy it is about to receive, grafting a link the tree
+    /// had just pruned.
+    fn send_ihaves(&mut self, now: Timestamp, id: ConnectionId, settled: Duration) {
+        let ids: Vec<[u8; 32]> = self
+            .history_order
+            .iter()
+            .rev()
+            .filter(|(at, _)| *at + settled <= now)
+            .map(|(_, m)| m.0)
+            .collect();
         for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
             if self
                 .send_to(
@@ -2320,7 +2384,7 @@ impl Node {
                 continue;
             }
             left -= 1;
-            self.send_ihaves(lazy[i]);
+            self.send_ihaves(now, lazy[i], self.config.gossip.announce_delay);
         }
     }
 
@@ -2377,7 +2441,8 @@ impl Node {
             }
             c.graft_answered_at = Some(now);
             self.expire_history(now);
-            self.send_ihaves(id);
+            // Everything: the peer lost a pushing link and may lack even the newest.
+            self.send_ihaves(now, id, Duration::ZERO);
             return;
         }
         let Some(c) = self.conns.get_mut(&id) else {
