@@ -223,8 +223,9 @@ pub struct GossipConfig {
     /// cycle can cross while concurrent broadcasts are under way and split the pushing
     /// links in two, every such split runs through a link pruned just before, and that
     /// announcement lets each side pull what the other part had (grafting the link back)
-    /// instead of waiting for a random announcement round. Below `history_ms`. Default
-    /// 200 ms.
+    /// instead of waiting for a random announcement round. Zero announces messages as soon
+    /// as they arrive and each pruned link at once. `history_ms` must be at least
+    /// `announce_interval_ms` plus this. Default 200 ms.
     #[serde(with = "duration_ms", rename = "announce_delay_ms")]
     pub announce_delay: Duration,
     /// Tree mode: lazy peers, chosen at random, that each announcement round goes to.
@@ -234,7 +235,8 @@ pub struct GossipConfig {
     /// Tree mode: how long a message stays announced and is kept to answer `IWant`. A
     /// node cut off from the tree without noticing (a silent peer) gets back what it missed
     /// if any announcement reaches it within this time: ten rounds of two random peers
-    /// each make that all but certain. Default 10 s.
+    /// each make that all but certain. At least `announce_interval_ms` plus
+    /// `announce_delay_ms`. Default 10 s.
     #[serde(with = "duration_ms", rename = "history_ms")]
     pub history: Duration,
     /// Tree mode: most bytes kept for `IWant` answers: payloads plus the record of whom
@@ -541,13 +543,15 @@ impl NodeConfig {
                     ),
                 ));
             }
-            if g.announce_delay >= g.history {
+            if g.history < g.announce_interval + g.announce_delay {
                 return Err(ConfigError::new(
                     "gossip.announce_delay_ms",
                     format!(
-                        "announce_delay ({:?}) is not shorter than history ({:?}): the \
-                         ids it would announce are forgotten by then",
-                        g.announce_delay, g.history
+                        "history ({:?}) is shorter than announce_interval ({:?}) plus \
+                         announce_delay ({:?}): a message is announced from announce_delay \
+                         after it arrived until history after, and a round may miss a \
+                         shorter window",
+                        g.history, g.announce_interval, g.announce_delay
                     ),
                 ));
             }

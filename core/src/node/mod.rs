@@ -110,9 +110,15 @@ struct Conn {
     /// peer cannot make us send either over and over.
     pruned_at: Option<Timestamp>,
     graft_answered_at: Option<Timestamp>,
+    /// Tree gossip: the arrival time of the newest message announced on this link after a
+    /// Prune. Those announcements name each message at most once per link, so however
+    /// often a peer gets the link pruned it cannot make us send more ids than arrive.
+    prune_announced_upto: Option<Timestamp>,
     /// Tree gossip: when the announcement across this link after its last Prune is due
-    /// (registered in the timer index; at most one at a time).
+    /// (registered in the timer index; at most one at a time), and whether another Prune
+    /// came after it was registered (another announcement follows it then).
     prune_announce_at: Option<Timestamp>,
+    announce_again: bool,
 }
 
 impl Conn {
@@ -994,7 +1000,9 @@ impl Node {
                 lazy_gossip: false,
                 pruned_at: None,
                 graft_answered_at: None,
+                prune_announced_upto: None,
                 prune_announce_at: None,
+                announce_again: false,
             }),
         );
         self.open_by_direction[direction as usize] += 1;
@@ -2202,13 +2210,16 @@ impl Node {
     }
 
     /// Tree gossip: registers the announcement across link `id`, which just stopped
-    /// pushing, `announce_delay` to twice that from now; nothing if one is already due.
+    /// pushing, `announce_delay` to twice that from now. If one is already pending, it
+    /// keeps its time (the split it may mend came first) and another follows it, for what
+    /// arrives after this Prune.
     fn schedule_prune_announce(&mut self, now: Timestamp, id: ConnectionId) {
         let delay = self.config.gossip.announce_delay;
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
         if c.prune_announce_at.is_some() {
+            c.announce_again = true;
             return;
         }
         // Spread over [delay, 2 × delay): the first link across a split to announce
@@ -2229,11 +2240,19 @@ impl Node {
             return;
         };
         c.prune_announce_at = None;
-        if !c.is_gossip_peer() || self.is_eager(id) || self.shutdown.is_some() {
+        let again = std::mem::take(&mut c.announce_again);
+        let (usable, upto) = (c.is_gossip_peer(), c.prune_announced_upto);
+        if !usable || self.is_eager(id) || self.shutdown.is_some() {
             return;
         }
         self.expire_history(now);
-        self.send_ihaves(now, id, self.config.gossip.announce_delay);
+        let newest = self.send_ihaves(now, id, self.config.gossip.announce_delay, upto);
+        if let (Some(c), Some(t)) = (self.conns.get_mut(&id), newest) {
+            c.prune_announced_upto = Some(t);
+        }
+        if again {
+            self.schedule_prune_announce(now, id);
+        }
     }
 
     /// Tree gossip: whether some gossip peer but `except` is pushed to (eager).
@@ -2333,13 +2352,30 @@ impl Node {
     /// likely still on its way to the peer along the pushing links, and an announcement
     /// would make the peer ask for a copy it is about to receive, grafting a link the tree
     /// had just pruned.
-    fn send_ihaves(&mut self, now: Timestamp, id: ConnectionId, settled: Duration) {
-        let ids: Vec<[u8; 32]> = self
+    ///
+    /// With `after`, only messages that arrived later than it are announced. Returns the
+    /// arrival time of the newest message announced.
+    fn send_ihaves(
+        &mut self,
+        now: Timestamp,
+        id: ConnectionId,
+        settled: Duration,
+        after: Option<Timestamp>,
+    ) -> Option<Timestamp> {
+        // Arrival order: the unsettled ones are the newest, the already announced the
+        // oldest.
+        let listed = self
             .history_order
             .iter()
             .rev()
-            .filter(|(at, _)| *at + settled <= now)
-            .map(|(_, m)| m.0)
+            .skip_while(|(at, _)| *at + settled > now)
+            .take_while(|(at, _)| after.is_none_or(|a| *at > a));
+        let mut newest = None;
+        let ids: Vec<[u8; 32]> = listed
+            .map(|(at, m)| {
+                newest = newest.max(Some(*at));
+                m.0
+            })
             .collect();
         for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
             if self
@@ -2354,6 +2390,7 @@ impl Node {
                 self.counters.gossip_announcements_sent += 1;
             }
         }
+        newest
     }
 
     /// Tree gossip: one announcement round. The ids of the messages in the history go to
@@ -2384,7 +2421,7 @@ impl Node {
                 continue;
             }
             left -= 1;
-            self.send_ihaves(now, lazy[i], self.config.gossip.announce_delay);
+            self.send_ihaves(now, lazy[i], self.config.gossip.announce_delay, None);
         }
     }
 
@@ -2442,7 +2479,7 @@ impl Node {
             c.graft_answered_at = Some(now);
             self.expire_history(now);
             // Everything: the peer lost a pushing link and may lack even the newest.
-            self.send_ihaves(now, id, Duration::ZERO);
+            self.send_ihaves(now, id, Duration::ZERO, None);
             return;
         }
         let Some(c) = self.conns.get_mut(&id) else {
