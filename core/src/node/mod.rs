@@ -115,10 +115,12 @@ struct Conn {
     /// often a peer gets the link pruned it cannot make us send more ids than arrive.
     prune_announced_upto: Option<Timestamp>,
     /// Tree gossip: when the announcement across this link after its last Prune is due
-    /// (registered in the timer index; at most one at a time), and whether another Prune
-    /// came after it was registered (another announcement follows it then).
+    /// (registered in the timer index; at most one at a time); whether another Prune came
+    /// after it was registered (another announcement follows it then); and whether it is
+    /// the one follow-up for messages still travelling when the first was sent.
     prune_announce_at: Option<Timestamp>,
     announce_again: bool,
+    prune_follow_up: bool,
 }
 
 impl Conn {
@@ -1003,6 +1005,7 @@ impl Node {
                 prune_announced_upto: None,
                 prune_announce_at: None,
                 announce_again: false,
+                prune_follow_up: false,
             }),
         );
         self.open_by_direction[direction as usize] += 1;
@@ -2121,7 +2124,7 @@ impl Node {
                     if tree && self.conns.get(&id).is_some_and(|c| c.lazy_gossip) {
                         // Lazy on our side, so the next announcements tell it what it
                         // missed; its IWant will graft it back.
-                        self.make_lazy(id);
+                        self.make_lazy(now, id);
                     }
                     self.counters.gossip_dropped_queue_full += 1;
                     self.count_failure(FailureKind::QueueFull, Recovery::Drop);
@@ -2188,12 +2191,9 @@ impl Node {
         if let Some(c) = self.conns.get_mut(&id) {
             c.pruned_at = Some(now);
         }
-        self.make_lazy(id);
+        self.make_lazy(now, id);
         if self.send_to(id, Message::Prune).is_ok() {
             self.counters.gossip_prunes_sent += 1;
-        }
-        if eager {
-            self.schedule_prune_announce(now, id);
         }
     }
 
@@ -2201,16 +2201,13 @@ impl Node {
     /// it too (a flood peer never prunes; a Prune from one is ignored).
     fn on_prune(&mut self, now: Timestamp, id: ConnectionId) {
         if self.tree_gossip() && self.conns.get(&id).is_some_and(|c| c.lazy_gossip) {
-            let eager = self.is_eager(id);
-            self.make_lazy(id);
-            if eager {
-                self.schedule_prune_announce(now, id);
-            }
+            self.make_lazy(now, id);
         }
     }
 
     /// Tree gossip: registers the announcement across link `id`, which just stopped
-    /// pushing, `announce_delay` to twice that from now. If one is already pending, it
+    /// pushing (a Prune either way, or a full queue), `announce_delay` to twice that from
+    /// now. If one is already pending, it
     /// keeps its time (the split it may mend came first) and another follows it, for what
     /// arrives after this Prune.
     fn schedule_prune_announce(&mut self, now: Timestamp, id: ConnectionId) {
@@ -2241,6 +2238,7 @@ impl Node {
         };
         c.prune_announce_at = None;
         let again = std::mem::take(&mut c.announce_again);
+        let follow_up = std::mem::take(&mut c.prune_follow_up);
         let (usable, upto) = (c.is_gossip_peer(), c.prune_announced_upto);
         if !usable || self.is_eager(id) || self.shutdown.is_some() {
             return;
@@ -2252,6 +2250,24 @@ impl Node {
         }
         if again {
             self.schedule_prune_announce(now, id);
+            return;
+        }
+        // Messages that arrived since the Prune and were still travelling were left out; if
+        // a split keeps them from the peer's part, nothing else would announce them across
+        // this link. One follow-up names them once they have settled (and no more follow
+        // this one, so a link pruned once is not announced on for ever).
+        let delay = self.config.gossip.announce_delay;
+        let Some(&(newest, _)) = self.history_order.back() else {
+            return;
+        };
+        if follow_up || newest + delay <= now {
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            let at = newest + delay;
+            c.prune_announce_at = Some(at);
+            c.prune_follow_up = true;
+            self.timers.insert((at, Timer::PruneAnnounce(id)));
         }
     }
 
@@ -2270,20 +2286,26 @@ impl Node {
     /// peer, drawn at random, is grafted at once. At most one graft per demotion, and only
     /// while no eager link is left: a peer alternating grafts and Prunes moves one link at
     /// a time.
-    fn make_lazy(&mut self, id: ConnectionId) {
-        if !self.set_eager(id, false) || self.shutdown.is_some() || self.has_eager_link(None) {
+    ///
+    /// A demotion may also split the pushing links (see `announce_delay`), so the
+    /// announcement across this link is registered here too.
+    fn make_lazy(&mut self, now: Timestamp, id: ConnectionId) {
+        if !self.set_eager(id, false) || self.shutdown.is_some() {
             return;
         }
-        let candidates: Vec<ConnectionId> = self
-            .lazy
-            .iter()
-            .copied()
-            .filter(|c| *c != id && self.conns.get(c).is_some_and(|c| c.is_gossip_peer()))
-            .collect();
-        if !candidates.is_empty() {
-            let pick = candidates[self.rng.below(candidates.len() as u64) as usize];
-            self.graft(pick);
+        if !self.has_eager_link(None) {
+            let candidates: Vec<ConnectionId> = self
+                .lazy
+                .iter()
+                .copied()
+                .filter(|c| *c != id && self.conns.get(c).is_some_and(|c| c.is_gossip_peer()))
+                .collect();
+            if !candidates.is_empty() {
+                let pick = candidates[self.rng.below(candidates.len() as u64) as usize];
+                self.graft(pick);
+            }
         }
+        self.schedule_prune_announce(now, id);
     }
 
     /// Tree gossip: makes connection `id` eager and asks the peer to push to us again (an
@@ -2364,19 +2386,15 @@ impl Node {
     ) -> Option<Timestamp> {
         // Arrival order: the unsettled ones are the newest, the already announced the
         // oldest.
-        let listed = self
+        let mut listed = self
             .history_order
             .iter()
             .rev()
             .skip_while(|(at, _)| *at + settled > now)
-            .take_while(|(at, _)| after.is_none_or(|a| *at > a));
-        let mut newest = None;
-        let ids: Vec<[u8; 32]> = listed
-            .map(|(at, m)| {
-                newest = newest.max(Some(*at));
-                m.0
-            })
-            .collect();
+            .take_while(|(at, _)| after.is_none_or(|a| *at > a))
+            .peekable();
+        let newest = listed.peek().map(|(at, _)| *at);
+        let ids: Vec<[u8; 32]> = listed.map(|(_, m)| m.0).collect();
         for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
             if self
                 .send_to(
