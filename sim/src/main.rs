@@ -9,6 +9,11 @@
 //! that replays the run are printed), 2 for bad arguments.
 #![forbid(unsafe_code)]
 
+/// A simulation frees and allocates a transmit buffer per message across thousands of
+/// nodes; mimalloc does that faster than the system allocator (see the README's figures).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
