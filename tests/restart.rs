@@ -7,10 +7,15 @@ use silver_p2p::driver::testing::{test_config, within};
 use silver_p2p::driver::{NetworkHandle, NodeOptions};
 use silver_p2p::tokio::NetworkManager;
 
-fn data_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("silver-restart-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A data directory that does not exist yet, inside a guard that removes it (even when the
+/// test fails).
+fn data_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let guard = tempfile::Builder::new()
+        .prefix(&format!("silver-restart-{name}-"))
+        .tempdir()
+        .unwrap();
+    let dir = guard.path().join("data");
+    (guard, dir)
 }
 
 /// Resolves once `a` lists `b` among its peers.
@@ -40,7 +45,7 @@ async fn a_restarted_node_finds_its_peers_without_the_bootstrap() {
         .start()
         .await
         .unwrap();
-    let dir = data_dir("b");
+    let (_guard, dir) = data_dir("b");
     let b_opts = NodeOptions::new(config, listen()).with_data_dir(&dir);
     let b = NetworkManager::with_options(b_opts.clone())
         .start()
@@ -63,5 +68,4 @@ async fn a_restarted_node_finds_its_peers_without_the_bootstrap() {
     within("b reconnects to c from its address book", connected(&b, &c)).await;
     b.stop(Duration::from_secs(1)).await.unwrap();
     c.stop(Duration::from_secs(1)).await.unwrap();
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -130,13 +130,15 @@ impl Overrides {
 mod tests {
     use super::*;
 
-    fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-        let p = std::env::temp_dir().join(format!(
-            "silver-node-config-{}-{name}.toml",
-            std::process::id()
-        ));
-        std::fs::write(&p, text).unwrap();
-        p
+    /// A `.toml` file holding `text`, removed when the guard drops.
+    fn temp_file(name: &str, text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::Builder::new()
+            .prefix(&format!("silver-node-config-{name}-"))
+            .suffix(".toml")
+            .tempfile()
+            .unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
     }
 
     #[test]
@@ -145,7 +147,8 @@ mod tests {
             "rule",
             "[limits]\nmax_connections = 10\nmax_inbound = 10\nmax_outbound = 12\n",
         );
-        let e = load_config(&p).unwrap_err();
+        let p = p.path();
+        let e = load_config(p).unwrap_err();
         assert_eq!(e.code, crate::EXIT_BAD_INPUT);
         assert!(
             e.message.starts_with(&p.display().to_string()),
@@ -159,7 +162,8 @@ mod tests {
             e.message
         );
         let p = temp_file("unknown", "[limits]\nmax_peers = 3\n");
-        let e = load_config(&p).unwrap_err();
+        let p = p.path();
+        let e = load_config(p).unwrap_err();
         assert!(
             e.message.starts_with(&format!("{}:2:1: ", p.display())),
             "{}",
@@ -172,7 +176,8 @@ mod tests {
             e.message
         );
         let p = temp_file("type", "# c\nnetwork_id = 5\n");
-        let e = load_config(&p).unwrap_err();
+        let p = p.path();
+        let e = load_config(p).unwrap_err();
         assert!(e.message.contains(":2:14: "), "{}", e.message);
         assert!(
             e.message.contains("key `network_id`: invalid type"),
@@ -194,7 +199,8 @@ mod tests {
             "override",
             "network_id = \"from-file\"\nlisten_addrs = [\"127.0.0.1:1000\"]\nbootstrap = [\"127.0.0.1:2000\"]\n",
         );
-        let mut c = load_config(&p).unwrap();
+        let p = p.path();
+        let mut c = load_config(p).unwrap();
         Overrides::default().apply(&mut c).unwrap();
         assert_eq!(c.network_id, "from-file");
         let o = Overrides {

@@ -70,9 +70,8 @@ mod tests {
 
     #[test]
     fn read_key_agrees_with_the_driver_and_reports_problems() {
-        let dir = std::env::temp_dir().join(format!("silver-node-keys-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let files = Files::open(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let files = Files::open(tmp.path().join("data")).unwrap();
         assert!(read_key(&files.key_path())
             .unwrap_err()
             .contains("no key at"));
@@ -82,6 +81,5 @@ mod tests {
         assert!(read_key(&files.key_path())
             .unwrap_err()
             .contains("not a key"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,7 +3,6 @@
 //! runs under a timeout that kills it, so a hang fails the test instead of blocking CI.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -72,18 +71,20 @@ fn run(args: &[&str], timeout: Duration) -> Outcome {
     o
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("silver-node-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory, removed with everything in it when the guard drops.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("silver-node-cli-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 const QUICK: Duration = Duration::from_secs(10);
 
 #[test]
 fn an_invalid_config_exits_2_naming_the_file_the_key_and_the_rule() {
-    let dir = temp_dir("invalid");
+    let tmp = temp_dir("invalid");
+    let dir = tmp.path();
     let path = dir.join("node.toml");
     std::fs::write(
         &path,
@@ -104,7 +105,8 @@ fn an_invalid_config_exits_2_naming_the_file_the_key_and_the_rule() {
 
 #[test]
 fn an_unknown_key_or_unreadable_file_exits_2() {
-    let dir = temp_dir("unknown");
+    let tmp = temp_dir("unknown");
+    let dir = tmp.path();
     let path = dir.join("node.toml");
     std::fs::write(&path, "network_id = \"x\"\n\n[limits]\nmax_peers = 3\n").unwrap();
     let o = run(&["run", "--config", path.to_str().unwrap()], QUICK);
@@ -129,7 +131,8 @@ fn an_unknown_key_or_unreadable_file_exits_2() {
 fn a_port_in_use_exits_2_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let dir = temp_dir("port");
+    let tmp = temp_dir("port");
+    let dir = tmp.path();
     let o = run(
         &[
             "run",
@@ -151,7 +154,8 @@ fn a_port_in_use_exits_2_with_a_clear_error() {
 
 #[test]
 fn keygen_then_id_print_the_same_peer_id() {
-    let dir = temp_dir("keys");
+    let tmp = temp_dir("keys");
+    let dir = tmp.path();
     let d = dir.join("data");
     let o = run(&["id", "--data-dir", d.to_str().unwrap()], QUICK);
     assert_eq!(o.code, Some(1), "{}", o.stderr);
@@ -299,7 +303,8 @@ fn an_unreachable_bootstrap_is_retried_while_the_node_runs_and_ctrl_c_reports() 
         .local_addr()
         .unwrap()
         .to_string();
-    let dir = temp_dir("unreachable");
+    let tmp = temp_dir("unreachable");
+    let dir = tmp.path();
     let mut node = Running::start(&[
         "run",
         "--listen",
@@ -331,7 +336,8 @@ fn an_unreachable_bootstrap_is_retried_while_the_node_runs_and_ctrl_c_reports() 
 #[cfg(unix)]
 #[test]
 fn two_nodes_run_by_hand_connect_and_shut_down_gracefully() {
-    let dir = temp_dir("pair");
+    let tmp = temp_dir("pair");
+    let dir = tmp.path();
     let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
     let mut a = Running::start(&[
         "run",

@@ -202,15 +202,21 @@ impl Files {
 mod tests {
     use super::*;
 
-    fn tempdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("silver-files-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
+    /// A data directory that does not exist yet (`Files::open` creates it), inside a
+    /// guard that removes it when the test ends.
+    fn tempdir(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let guard = tempfile::Builder::new()
+            .prefix(&format!("silver-files-{name}-"))
+            .tempdir()
+            .unwrap();
+        let dir = guard.path().join("data");
+        (guard, dir)
     }
 
     #[test]
     fn key_is_created_once_private_and_reloaded() {
-        let f = Files::open(tempdir("key")).unwrap();
+        let (_guard, dir) = tempdir("key");
+        let f = Files::open(dir).unwrap();
         let a = f.key().unwrap();
         let b = f.key().unwrap();
         assert_eq!(a.peer_id(), b.peer_id());
@@ -224,7 +230,7 @@ mod tests {
 
     #[test]
     fn corrupt_files_are_moved_aside_not_overwritten() {
-        let dir = tempdir("corrupt");
+        let (_guard, dir) = tempdir("corrupt");
         let f = Files::open(&dir).unwrap();
         fs::write(f.key_path(), "not a key").unwrap();
         let _ = f.key().unwrap();
