@@ -14,6 +14,7 @@ mod cache;
 pub mod config;
 mod eviction;
 pub mod ratelimit;
+mod timer_queue;
 mod types;
 
 pub use config::*;
@@ -46,6 +47,7 @@ use addrbook::{AddrSource, AddressBook};
 use backoff::Backoff;
 use cache::ExpiringSet;
 use ratelimit::{GlobalBandwidth, PeerRateLimiter, TokenBucket, Verdict};
+use timer_queue::TimerQueue;
 
 /// Node timers, kept in one ordered index so `poll_timeout` is a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -276,7 +278,7 @@ pub struct Node {
     /// The most `outputs_buffered + conns_buffered` ever reached (see
     /// [`Node::peak_buffered_bytes`]).
     peak_buffered: usize,
-    timers: BTreeSet<(Timestamp, Timer)>,
+    timers: TimerQueue<Timer>,
     addrbook: AddressBook,
     persistent: BTreeMap<SocketAddr, Persistent>,
     /// Our own addresses (learned from self-connections), never dialed.
@@ -497,7 +499,7 @@ impl Node {
             outputs_buffered: 0,
             conns_buffered: 0,
             peak_buffered: 0,
-            timers: BTreeSet::new(),
+            timers: TimerQueue::new(),
             addrbook,
             persistent: BTreeMap::new(),
             self_addrs: BTreeSet::new(),
@@ -809,15 +811,11 @@ impl Node {
         if self.shutdown.as_ref().is_some_and(|s| s.done) {
             return None;
         }
-        self.timers.first().map(|(t, _)| *t)
+        self.timers.earliest()
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
-        while let Some(&(t, timer)) = self.timers.first() {
-            if t > now {
-                break;
-            }
-            self.timers.pop_first();
+        while let Some((_, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::Maintenance => self.maintenance(now),
                 Timer::Conn(id) => {
