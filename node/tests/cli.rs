@@ -233,7 +233,17 @@ struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
-    stdout: thread::JoinHandle<String>,
+    /// Taken by `interrupt`; `None` afterwards.
+    stdout: Option<thread::JoinHandle<String>>,
+}
+
+/// A node a test leaves behind (its assertion failed first) is killed, so it does not
+/// outlive the test or its deleted data directory.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Running {
@@ -253,7 +263,7 @@ impl Running {
             child,
             lines,
             seen: Vec::new(),
-            stdout,
+            stdout: Some(stdout),
         }
     }
 
@@ -290,7 +300,8 @@ impl Running {
             .unwrap_or(false);
         assert!(ok, "could not send SIGINT");
         let code = wait_or_kill(&mut self.child, QUICK);
-        (code, self.stdout.join().expect("stdout reader"))
+        let stdout = self.stdout.take().expect("interrupted once");
+        (code, stdout.join().expect("stdout reader"))
     }
 }
 

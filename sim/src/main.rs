@@ -11,6 +11,7 @@
 
 /// A simulation frees and allocates a transmit buffer per message across thousands of
 /// nodes; mimalloc does that faster than the system allocator (see the README's figures).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
