@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use silver_p2p::core::TransportSuite;
 use silver_p2p::driver::testing::{test_config, wait_for, within};
 use silver_p2p::driver::NetworkHandle;
 use silver_p2p::node::{Event, GossipMessage, MessageId};
@@ -34,7 +35,12 @@ fn four_runtimes_one_network() {
         silver_p2p::async_std::NetworkManager::new(config(), listen()).start(),
     )
     .unwrap();
-    let th = silver_p2p::std_thread::NetworkManager::new(config(), listen())
+    // The thread node keeps to ChaCha20-Poly1305, the others ask for what their CPU suits.
+    let chacha_only = silver_p2p::node::NodeConfig {
+        cipher: silver_p2p::node::CipherPreference::ChaCha20Poly1305,
+        ..config()
+    };
+    let th = silver_p2p::std_thread::NetworkManager::new(chacha_only, listen())
         .start()
         .unwrap()
         .0;
@@ -64,6 +70,27 @@ fn four_runtimes_one_network() {
             }
         })
         .await;
+
+        // Every adapter resolved `cipher = "auto"` for this CPU: AES-256-GCM between two such
+        // nodes where the CPU has AES instructions; any link with the thread node is ChaCha.
+        let auto = if silver_p2p::driver::has_aes_instructions() {
+            TransportSuite::Aes256Gcm
+        } else {
+            TransportSuite::ChaCha20Poly1305
+        };
+        let thread_node = nodes[3].1.peer_id();
+        for (i, (name, h)) in nodes.iter().enumerate() {
+            let stats = h.stats().await.unwrap();
+            assert_eq!(stats.per_peer.len(), 3, "{name}");
+            for p in &stats.per_peer {
+                let expected = if i == 3 || p.peer == thread_node {
+                    TransportSuite::ChaCha20Poly1305
+                } else {
+                    auto
+                };
+                assert_eq!(p.stats.transport_suite, Some(expected), "{name}");
+            }
+        }
 
         // Each node broadcasts once; each other node's application sees each exactly once.
         let mut ids: Vec<MessageId> = Vec::new();

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use silver_p2p::node::{Event, NodeConfig};
+use silver_p2p::node::{CipherPreference, Event, NodeConfig};
 use silver_p2p::tokio::{EventStream, NetworkHandle, NetworkManager};
 use silver_p2p::{AppKind, PeerId};
 use tokio::sync::mpsc;
@@ -27,6 +27,28 @@ pub const KIND_DATA: AppKind = 2;
 pub const KIND_END: AppKind = 3;
 /// Application kind of the `broadcast` messages.
 pub const KIND_BROADCAST: AppKind = 4;
+
+/// The `--cipher` every benchmark node is configured with (default: the library's,
+/// `auto`). Set once, by `main`, before any node starts.
+static CIPHER: std::sync::OnceLock<CipherPreference> = std::sync::OnceLock::new();
+
+/// Sets the cipher preference of every node this process starts; call before the first.
+pub fn set_cipher(cipher: CipherPreference) {
+    let _ = CIPHER.set(cipher);
+}
+
+/// The cipher preference of every benchmark node.
+pub fn cipher() -> CipherPreference {
+    CIPHER.get().copied().unwrap_or_default()
+}
+
+/// The transport AEAD two benchmark nodes agree on on this machine.
+pub fn transport_suite() -> &'static str {
+    match cipher().resolve(silver_p2p::driver::has_aes_instructions()) {
+        CipherPreference::Aes256Gcm => "aes-256-gcm",
+        _ => "chacha20-poly1305",
+    }
+}
 
 /// How long a scenario waits for one expected event before it gives up with a failure
 /// (instead of hanging until the hard timeout, which would lose every figure).
@@ -51,10 +73,13 @@ const UNLIMITED: u64 = 1 << 40;
 ///   from the address book behind the scenario's back).
 /// * Every inbound rate limit is lifted (see [`UNLIMITED`]).
 ///
+/// * `cipher` is the `--cipher` flag, by default the library's default (`auto`).
+///
 /// Everything else (queues, chunking, keepalive, timeouts, gossip) keeps its default.
 pub fn bench_config(peers: usize) -> NodeConfig {
     let mut c = NodeConfig {
         network_id: "silver-bench".into(),
+        cipher: cipher(),
         ..NodeConfig::default()
     };
     let l = &mut c.limits;
@@ -423,8 +448,10 @@ pub fn metadata(workers: usize) -> Vec<(&'static str, Value)> {
         ("tokio_worker_threads", json!(workers)),
         (
             "transport",
-            json!("tcp(loopback 127.0.0.1, nodelay) + noise XX (25519/ChaChaPoly/BLAKE2s, X25519 static-key identities, Hello in messages 2 and 3) + 2-byte length-prefixed transport frames of CBOR message sequences; silver-p2p-tokio adapter"),
+            json!("tcp(loopback 127.0.0.1, nodelay) + noise XX (25519/ChaChaPoly/BLAKE2s, X25519 static-key identities, Hello in messages 2 and 3) + 2-byte length-prefixed transport frames of CBOR message sequences, sealed with the transport AEAD both Hellos agreed on; silver-p2p-tokio adapter"),
         ),
+        ("cipher", json!(cipher())),
+        ("transport_aead", json!(transport_suite())),
     ]
 }
 

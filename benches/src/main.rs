@@ -45,6 +45,18 @@ struct Cli {
     /// Hard limit for the scenario in seconds; the soft budget is 80 % of it.
     #[arg(long = "timeout-s", default_value_t = 150.0, global = true)]
     timeout_s: f64,
+    /// The nodes' `cipher` setting: auto (the library default: AES-256-GCM where the CPU
+    /// has AES instructions), chacha20-poly1305 (the AEAD rust-libp2p's Noise uses) or
+    /// aes-256-gcm.
+    #[arg(long, default_value = "auto", value_parser = parse_cipher, global = true)]
+    cipher: silver_p2p::node::CipherPreference,
+}
+
+/// Parses `--cipher` with the configuration file's names.
+fn parse_cipher(s: &str) -> Result<silver_p2p::node::CipherPreference, String> {
+    silver_p2p::node::NodeConfig::from_toml(&format!("cipher = {s:?}"))
+        .map(|c| c.cipher)
+        .map_err(|_| format!("{s}: expected auto, chacha20-poly1305 or aes-256-gcm"))
 }
 
 /// The scenarios, named as in the anchor.
@@ -92,8 +104,9 @@ const SUITE: &[&str] = &[
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    common::set_cipher(cli.cipher);
     match cli.scenario {
-        Scenario::All => run_all(cli.workers, cli.timeout_s),
+        Scenario::All => run_all(cli.workers, cli.timeout_s, &cli.cipher),
         scenario => run_one(scenario, cli.workers, cli.timeout_s),
     }
 }
@@ -191,6 +204,14 @@ fn print_line(report: Report, workers: usize, since: Option<(Instant, common::Cp
     println!("{}", common::ordered_object(&line));
 }
 
+/// The configuration name of a cipher preference (as `--cipher` takes it).
+fn cipher_name(c: &silver_p2p::node::CipherPreference) -> String {
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "auto".into())
+}
+
 /// The command-line name of a scenario.
 fn scenario_name(s: &Scenario) -> &'static str {
     match s {
@@ -210,7 +231,11 @@ fn scenario_name(s: &Scenario) -> &'static str {
 /// Runs [`SUITE`], each scenario as a child process of this binary with the same
 /// `--workers` and `--timeout-s`, and forwards each child's line. A child that prints no
 /// line (crashed, or killed at the timeout plus a grace period) gets a failure line here.
-fn run_all(workers: usize, timeout_s: f64) -> ExitCode {
+fn run_all(
+    workers: usize,
+    timeout_s: f64,
+    cipher: &silver_p2p::node::CipherPreference,
+) -> ExitCode {
     let exe = std::env::current_exe().expect("own executable path");
     // The child enforces its own hard timeout; this is the last resort if it cannot.
     let kill_after = Duration::from_secs_f64(timeout_s) + Duration::from_secs(15);
@@ -222,6 +247,7 @@ fn run_all(workers: usize, timeout_s: f64) -> ExitCode {
             .args(&args)
             .args(["--workers", &workers.to_string()])
             .args(["--timeout-s", &timeout_s.to_string()])
+            .args(["--cipher", &cipher_name(cipher)])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn();

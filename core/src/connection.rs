@@ -15,7 +15,8 @@ use crate::chunk::{ChunkError, Reassembler, ReassemblyLimits};
 use crate::config::ConnectionConfig;
 use crate::frame::{FrameError, Packet, PacketDecoder, LEN_PREFIX, MAX_PACKET_LEN};
 use crate::handshake::{
-    self, NoiseError, Role, TransportCipher, HANDSHAKE_OVERHEAD, MAX_FRAME_PLAINTEXT, TAG_LEN,
+    self, NoiseError, Role, TransportCipher, TransportSuite, HANDSHAKE_OVERHEAD,
+    MAX_FRAME_PLAINTEXT, TAG_LEN,
 };
 use crate::hello::{negotiate_version, Hello};
 use crate::identity::{Keypair, PeerId};
@@ -246,6 +247,8 @@ pub struct ConnectionStats {
     pub rtt: Option<Duration>,
     /// Smoothed round-trip time (7/8 old + 1/8 sample).
     pub srtt: Option<Duration>,
+    /// The AEAD protecting the transport, once the handshake completed.
+    pub transport_suite: Option<TransportSuite>,
 }
 
 /// Keepalive bookkeeping.
@@ -838,8 +841,12 @@ impl Connection {
         let Crypto::Handshake(hs) = std::mem::replace(&mut self.crypto, Crypto::None) else {
             return;
         };
-        match TransportCipher::from_handshake(*hs) {
-            Ok(t) => self.crypto = Crypto::Transport(Box::new(t)),
+        let suite = TransportSuite::negotiate(self.local_hello.capabilities, hello.capabilities);
+        match TransportCipher::from_handshake(*hs, suite) {
+            Ok(t) => {
+                self.crypto = Crypto::Transport(Box::new(t));
+                self.stats.transport_suite = Some(suite);
+            }
             Err(e) => return self.violation(now, Violation::Noise(e)),
         }
         self.decoder.set_max_len(MAX_PACKET_LEN);

@@ -33,8 +33,12 @@ impl Capabilities {
     pub const PEER_EXCHANGE: Capabilities = Capabilities(1 << 3);
     /// Understands lazy gossip: IHave, IWant and Prune (tree gossip).
     pub const LAZY_GOSSIP: Capabilities = Capabilities(1 << 4);
+    /// Prefers AES-256-GCM for the transport (its CPU has AES instructions). A connection
+    /// uses AES-256-GCM when both Hellos carry this bit, ChaCha20-Poly1305 otherwise: see
+    /// [`crate::handshake::TransportSuite::negotiate`].
+    pub const AES_GCM: Capabilities = Capabilities(1 << 5);
     /// Everything this version knows.
-    pub const ALL: Capabilities = Capabilities(0b1_1111);
+    pub const ALL: Capabilities = Capabilities(0b11_1111);
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Capabilities) -> bool {

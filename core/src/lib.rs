@@ -109,8 +109,8 @@ pub use connection::{
     SendError, Violation,
 };
 pub use handshake::{
-    noise_resolver, NoiseError, Role, HANDSHAKE_OVERHEAD, MAX_FRAME_PLAINTEXT, MAX_NOISE_MESSAGE,
-    NOISE_PARAMS, PROLOGUE, TAG_LEN,
+    noise_resolver, NoiseError, Role, TransportSuite, HANDSHAKE_OVERHEAD, MAX_FRAME_PLAINTEXT,
+    MAX_NOISE_MESSAGE, NOISE_PARAMS, PROLOGUE, TAG_LEN,
 };
 pub use hello::{negotiate_version, Capabilities, Hello, PROTOCOL_VERSION};
 pub use identity::{Keypair, PeerId, PeerIdParseError, KEY_LEN};

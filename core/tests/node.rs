@@ -1490,3 +1490,41 @@ fn a_dial_closed_as_a_duplicate_still_proves_the_address() {
         );
     }
 }
+
+#[test]
+fn the_cipher_setting_picks_the_transport_suite_with_peers_that_agree() {
+    use silver_p2p_core::node::CipherPreference as C;
+    // Node 0 is the hub; each spoke's preference against the hub's decides its link.
+    for (hub, spoke, expected) in [
+        (C::Aes256Gcm, C::Aes256Gcm, TransportSuite::Aes256Gcm),
+        (
+            C::Aes256Gcm,
+            C::ChaCha20Poly1305,
+            TransportSuite::ChaCha20Poly1305,
+        ),
+        (
+            C::ChaCha20Poly1305,
+            C::Aes256Gcm,
+            TransportSuite::ChaCha20Poly1305,
+        ),
+        // Unresolved, `Auto` asks for nothing: the same on every machine.
+        (C::Auto, C::Aes256Gcm, TransportSuite::ChaCha20Poly1305),
+        (C::Aes256Gcm, C::Auto, TransportSuite::ChaCha20Poly1305),
+    ] {
+        let mut net = Net::star(2, |i, c| c.cipher = if i == 0 { hub } else { spoke });
+        net.run_for(Duration::from_secs(5));
+        for (i, other) in [(0, 1), (1, 0)] {
+            let stats = net.nodes[i].node.stats(net.now);
+            let peer = stats
+                .per_peer
+                .iter()
+                .find(|p| p.peer == net.id(other))
+                .expect("connected");
+            assert_eq!(
+                peer.stats.transport_suite,
+                Some(expected),
+                "{hub:?} hub, {spoke:?} spoke, seen by node {i}"
+            );
+        }
+    }
+}

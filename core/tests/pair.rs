@@ -41,6 +41,53 @@ fn handshake_completes_in_both_roles() {
 }
 
 #[test]
+fn the_transport_cipher_is_aes_gcm_only_when_both_hellos_ask_for_it() {
+    let aes = Capabilities::ALL;
+    let chacha = Capabilities(Capabilities::ALL.0 & !Capabilities::AES_GCM.0);
+    for a_dials in [true, false] {
+        for (caps_a, caps_b, expected) in [
+            (aes, aes, TransportSuite::Aes256Gcm),
+            (aes, chacha, TransportSuite::ChaCha20Poly1305),
+            (chacha, aes, TransportSuite::ChaCha20Poly1305),
+            (chacha, chacha, TransportSuite::ChaCha20Poly1305),
+        ] {
+            let mut p = PairBuilder {
+                a_dials,
+                hello_a: Hello {
+                    capabilities: caps_a,
+                    ..hello("a")
+                },
+                hello_b: Hello {
+                    capabilities: caps_b,
+                    ..hello("b")
+                },
+                ..Default::default()
+            }
+            .build();
+            p.drive();
+            assert_eq!(p.a.conn.state(), ConnectionState::Connected);
+            assert_eq!(p.a.conn.stats().transport_suite, Some(expected));
+            assert_eq!(p.b.conn.stats().transport_suite, Some(expected));
+            // Both directions carry a near-full frame in the agreed suite.
+            let big = Message::Block {
+                data: Bytes::from(vec![7u8; 60_000]),
+            };
+            p.a.conn.send(big.clone()).unwrap();
+            p.b.conn.send(big.clone()).unwrap();
+            p.drive();
+            assert_eq!(
+                p.a.messages(),
+                vec![big.clone()],
+                "{expected} a_dials {a_dials}"
+            );
+            assert_eq!(p.b.messages(), vec![big], "{expected} a_dials {a_dials}");
+            assert_eq!(p.a.conn.stats().errors, 0);
+            assert_eq!(p.b.conn.stats().errors, 0);
+        }
+    }
+}
+
+#[test]
 fn handshake_is_reproducible_from_seeds() {
     let transcript = || {
         let mut p = Pair::new();

@@ -172,6 +172,7 @@ fn capability_table_matches_the_code() {
             "SERVE_TRANSACTIONS" => Capabilities::SERVE_TRANSACTIONS,
             "PEER_EXCHANGE" => Capabilities::PEER_EXCHANGE,
             "LAZY_GOSSIP" => Capabilities::LAZY_GOSSIP,
+            "AES_GCM" => Capabilities::AES_GCM,
             other => panic!("PROTOCOL.md lists an unknown capability {other}"),
         };
         assert_eq!(value, expected.0, "value of capability {}", row[2]);

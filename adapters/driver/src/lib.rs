@@ -14,6 +14,7 @@
 
 mod clock;
 mod core_loop;
+mod cpu;
 mod files;
 mod handle;
 mod outbox;
@@ -25,6 +26,7 @@ pub mod testing;
 
 pub use clock::Clock;
 pub use core_loop::{Action, Command, DriverCore, EventHandler, LoopEvent, SendPath, SocketTable};
+pub use cpu::has_aes_instructions;
 pub use files::{load_or_create_key, os_seed, write_atomic, Files, FilesError};
 pub use handle::{BlockingHandle, EventStream, HandleError, NetworkHandle};
 pub use read_buffer::ReadBuffer;

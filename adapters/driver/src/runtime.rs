@@ -238,8 +238,9 @@ pub async fn start<R: Runtime>(rt: R, opts: NodeOptions) -> Result<NetworkHandle
 
 /// Everything between binding the listeners and running the loop, the same for every
 /// runtime: opens the data directory, loads or creates the key, announces the bound
-/// addresses if the configuration names none, creates the node seeded from OS entropy, and
-/// restores the peers snapshot (moving a corrupt one aside).
+/// addresses if the configuration names none, resolves `cipher = "auto"` for this CPU,
+/// creates the node seeded from OS entropy, and restores the peers snapshot (moving a
+/// corrupt one aside).
 pub fn prepare(
     opts: &NodeOptions,
     bound: &[SocketAddr],
@@ -253,6 +254,7 @@ pub fn prepare(
     if config.listen_addrs.is_empty() {
         config.listen_addrs = bound.to_vec();
     }
+    config.cipher = config.cipher.resolve(crate::has_aes_instructions());
     let clock = Clock::new();
     let mut node = Node::new(config, key, os_seed()?, clock.now())?;
     if let Some(f) = &files {

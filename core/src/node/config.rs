@@ -23,8 +23,13 @@ pub struct NodeConfig {
     pub network_id: String,
     /// Software name sent in the Hello. Default `"silver-p2p/<version>"`.
     pub agent: String,
-    /// Feature bits sent in the Hello. Default: all this version knows.
+    /// Feature bits sent in the Hello. Default: all this version knows. `LAZY_GOSSIP`
+    /// follows `gossip.mode` and `AES_GCM` follows `cipher`, whatever is set here.
     pub capabilities: Capabilities,
+    /// Which transport AEAD this node asks for (`"auto"`, `"chacha20-poly1305"` or
+    /// `"aes-256-gcm"`). A connection uses AES-256-GCM only when both sides ask for it,
+    /// ChaCha20-Poly1305 otherwise. Default `"auto"`: see [`CipherPreference::Auto`].
+    pub cipher: CipherPreference,
     /// Addresses we announce to peers (where we accept connections). Default: none.
     pub listen_addrs: Vec<std::net::SocketAddr>,
     /// Bootstrap peers: dialed at start, redialed with backoff forever (persistent).
@@ -59,6 +64,7 @@ impl Default for NodeConfig {
             network_id: "silver-devnet".into(),
             agent: concat!("silver-p2p/", env!("CARGO_PKG_VERSION")).into(),
             capabilities: Capabilities::ALL,
+            cipher: CipherPreference::Auto,
             listen_addrs: Vec::new(),
             bootstrap: Vec::new(),
             limits: LimitsConfig::default(),
@@ -73,6 +79,42 @@ impl Default for NodeConfig {
             health: HealthConfig::default(),
             connection: ConnectionConfig::default(),
         }
+    }
+}
+
+/// The transport AEAD a node asks for in its Hello (the [`Capabilities::AES_GCM`] bit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CipherPreference {
+    /// AES-256-GCM where this CPU has AES and carry-less multiply instructions (x86-64
+    /// AES-NI and PCLMULQDQ, Arm AES and PMULL), ChaCha20-Poly1305 elsewhere. The adapters
+    /// resolve it when they start a node ([`CipherPreference::resolve`]); the core reads
+    /// nothing from its environment, so a node started with `Auto` unresolved (in the
+    /// simulator, say) asks for ChaCha20-Poly1305 and behaves the same on every machine.
+    #[default]
+    Auto,
+    /// Always ChaCha20-Poly1305.
+    #[serde(rename = "chacha20-poly1305")]
+    ChaCha20Poly1305,
+    /// Ask for AES-256-GCM (used only with peers that ask for it too).
+    #[serde(rename = "aes-256-gcm")]
+    Aes256Gcm,
+}
+
+impl CipherPreference {
+    /// `Auto` made definite for a CPU that has (or lacks) AES instructions; the other
+    /// choices stay as they are. Adapters call it before [`crate::node::Node::new`].
+    pub fn resolve(self, cpu_has_aes: bool) -> CipherPreference {
+        match self {
+            CipherPreference::Auto if cpu_has_aes => CipherPreference::Aes256Gcm,
+            CipherPreference::Auto => CipherPreference::ChaCha20Poly1305,
+            other => other,
+        }
+    }
+
+    /// Whether the Hello asks for AES-256-GCM (`Auto` unresolved does not).
+    pub fn asks_for_aes_gcm(self) -> bool {
+        self == CipherPreference::Aes256Gcm
     }
 }
 
@@ -661,5 +703,37 @@ mod tests {
         assert!(matches!(e, ConfigParseError::Syntax(_)));
         let e = NodeConfig::from_toml("bootstrap = [\"nonsense\"]\n").unwrap_err();
         assert!(e.to_string().contains("nonsense"), "{e}");
+    }
+
+    #[test]
+    fn cipher_is_named_in_toml_and_auto_resolves_by_cpu() {
+        assert_eq!(NodeConfig::default().cipher, CipherPreference::Auto);
+        for (text, expected) in [
+            ("auto", CipherPreference::Auto),
+            ("chacha20-poly1305", CipherPreference::ChaCha20Poly1305),
+            ("aes-256-gcm", CipherPreference::Aes256Gcm),
+        ] {
+            let c = NodeConfig::from_toml(&format!("cipher = \"{text}\"\n")).unwrap();
+            assert_eq!(c.cipher, expected);
+            let back = toml::to_string(&c).unwrap();
+            assert!(back.contains(&format!("cipher = \"{text}\"")), "{back}");
+        }
+        let e = NodeConfig::from_toml("cipher = \"aes-128-gcm\"\n").unwrap_err();
+        assert!(e.to_string().contains("aes-128-gcm"), "{e}");
+        assert_eq!(
+            CipherPreference::Auto.resolve(true),
+            CipherPreference::Aes256Gcm
+        );
+        assert_eq!(
+            CipherPreference::Auto.resolve(false),
+            CipherPreference::ChaCha20Poly1305
+        );
+        for fixed in [
+            CipherPreference::ChaCha20Poly1305,
+            CipherPreference::Aes256Gcm,
+        ] {
+            assert_eq!(fixed.resolve(true), fixed);
+            assert_eq!(fixed.resolve(false), fixed);
+        }
     }
 }

@@ -467,11 +467,16 @@ impl Node {
         let addrbook = AddressBook::new(config.address_book.clone(), rng.derive_seed(b"addrbook"));
         // Only a tree-gossip node understands being made lazy: a flood node advertising it
         // would be pruned and then hear nothing from its tree peers.
-        let capabilities = if config.gossip.mode == GossipMode::Tree {
-            config.capabilities | Capabilities::LAZY_GOSSIP
-        } else {
-            Capabilities(config.capabilities.0 & !Capabilities::LAZY_GOSSIP.0)
-        };
+        let mut capabilities = Capabilities(
+            config.capabilities.0 & !(Capabilities::LAZY_GOSSIP.0 | Capabilities::AES_GCM.0),
+        );
+        if config.gossip.mode == GossipMode::Tree {
+            capabilities = capabilities | Capabilities::LAZY_GOSSIP;
+        }
+        // The transport suite is agreed from both Hellos: asking for AES-256-GCM is this bit.
+        if config.cipher.asks_for_aes_gcm() {
+            capabilities = capabilities | Capabilities::AES_GCM;
+        }
         let hello = Hello {
             network_id: config.network_id.clone(),
             versions: vec![PROTOCOL_VERSION],

@@ -409,7 +409,13 @@ impl RawPeer {
         let mut payload = vec![0u8; 65535];
         hs.read_message(first_packet_body(&reply), &mut payload)
             .unwrap();
-        let n = hs.write_message(&hello("raw").encode(), &mut buf).unwrap();
+        // Speaks ChaChaPoly only, like an implementation that never sets `AES_GCM`: the
+        // victim must fall back to it.
+        let raw_hello = Hello {
+            capabilities: Capabilities(Capabilities::ALL.0 & !Capabilities::AES_GCM.0),
+            ..hello("raw")
+        };
+        let n = hs.write_message(&raw_hello.encode(), &mut buf).unwrap();
         exchange(&packet(&buf[..n]));
         RawPeer {
             transport: Some(hs.into_transport_mode().unwrap()),
