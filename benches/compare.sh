@@ -4,6 +4,7 @@
 #
 #   benches/compare.sh                       # from the repository root
 #   ANCHOR_DIR=../shared/anchors/libp2p-bench ROUNDS=3 OUT=/tmp/compare.jsonl benches/compare.sh
+#   CIPHERS="auto chacha20-poly1305" benches/compare.sh   # our suite once per --cipher
 #
 # Builds both in release first (the anchor is a standalone cargo project: about 3 minutes
 # the first time). Every line of OUT is one scenario run as JSON, with a "round" field. Run
@@ -12,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 anchor_dir="${ANCHOR_DIR:-../shared/anchors/libp2p-bench}"
 rounds="${ROUNDS:-3}"
+ciphers="${CIPHERS:-auto}"
 out="${OUT:-target/compare.jsonl}"
 cargo build --release -q -p silver-p2p-bench
 (cd "$anchor_dir" && cargo build --release -q)
@@ -30,8 +32,10 @@ anchor_scenarios=(
 )
 : >"$out"
 for r in $(seq 1 "$rounds"); do
-  echo "round $r: silver-p2p" >&2
-  timeout 900 "$ours" all | sed "s/^{/{\"round\":$r,/" >>"$out"
+  for c in $ciphers; do
+    echo "round $r: silver-p2p --cipher $c" >&2
+    timeout 900 "$ours" all --cipher "$c" | sed "s/^{/{\"round\":$r,/" >>"$out"
+  done
   for a in "${anchor_scenarios[@]}"; do
     echo "round $r: rust-libp2p $a" >&2
     # shellcheck disable=SC2086 # the scenario string holds several arguments
@@ -51,11 +55,12 @@ def headline(d):
 groups = collections.OrderedDict()
 for d in rows:
     p = d.get("params") or {}
-    key = (d["scenario"], p.get("writer"), p.get("subscribers"), d["impl"])
+    key = (d["scenario"], p.get("writer"), p.get("subscribers"), d["impl"], d.get("transport_aead"))
     groups.setdefault(key, []).append(d)
-for (scenario, writer, subs, impl), ds in groups.items():
+for (scenario, writer, subs, impl, aead), ds in groups.items():
     values = sorted(headline(d) for d in ds)
     other = max(d.get("host_cpu_during", {}).get("other_pct", 0) for d in ds)
     label = scenario + (f" {writer}" if writer else "") + (f" P={subs}" if subs else "")
-    print(f"{label:28} {impl:12} median {values[len(values)//2]:>12} runs {values} max other_pct {other}")
+    impl = impl + (f" {aead}" if aead else "")
+    print(f"{label:28} {impl:30} median {values[len(values)//2]:>12} runs {values} max other_pct {other}")
 PY
