@@ -8,7 +8,7 @@
 //! snow's transport mode, without its copies), with the AEAD both Hellos agreed on
 //! ([`TransportSuite`]): ChaCha20-Poly1305, or AES-256-GCM when both sides prefer it.
 
-use crate::hello::Capabilities;
+use crate::hello::{Capabilities, AES_GCM_SINCE_VERSION};
 use crate::identity::{Keypair, PeerId, KEY_LEN};
 use crate::rng::{SeededResolver, SeededRng};
 
@@ -94,22 +94,31 @@ pub(crate) fn remote_peer_id(state: &snow::HandshakeState) -> Option<PeerId> {
 /// exactly as Noise's transport `CipherState` uses them (the nonce layouts differ, see
 /// [`TransportSuite::nonce`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum TransportSuite {
     /// ChaCha20-Poly1305: every implementation's suite, fast on any CPU.
+    #[serde(rename = "chacha20-poly1305")]
     ChaCha20Poly1305,
     /// AES-256-GCM: about three times ChaCha20-Poly1305's speed where the CPU has AES and
     /// carry-less multiply instructions, and much slower where it has not, so a connection
     /// uses it only when both sides ask for it.
+    #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
 }
 
 impl TransportSuite {
-    /// The suite for a connection between nodes advertising `ours` and `theirs`: AES-256-GCM
-    /// when both carry [`Capabilities::AES_GCM`], ChaCha20-Poly1305 otherwise. Both sides
-    /// compute the same answer from the same two Hellos, and a node that knows nothing of the
-    /// bit (it never sets it) gets ChaCha20-Poly1305.
-    pub fn negotiate(ours: Capabilities, theirs: Capabilities) -> TransportSuite {
-        if ours.contains(Capabilities::AES_GCM) && theirs.contains(Capabilities::AES_GCM) {
+    /// The suite for a connection that negotiated protocol `version` between nodes
+    /// advertising `ours` and `theirs`: AES-256-GCM when both carry
+    /// [`Capabilities::AES_GCM`] and the version gives the bit its meaning (at least
+    /// [`AES_GCM_SINCE_VERSION`]), ChaCha20-Poly1305 otherwise. Both sides compute the same
+    /// answer from the same two authenticated Hellos; a peer that knows nothing of the bit
+    /// speaks only version 1, so it gets ChaCha20-Poly1305 whatever bits it sets.
+    pub fn negotiate(version: u32, ours: Capabilities, theirs: Capabilities) -> TransportSuite {
+        if version >= AES_GCM_SINCE_VERSION
+            && ours.contains(Capabilities::AES_GCM)
+            && theirs.contains(Capabilities::AES_GCM)
+        {
             TransportSuite::Aes256Gcm
         } else {
             TransportSuite::ChaCha20Poly1305
@@ -134,7 +143,7 @@ impl TransportSuite {
         ring::aead::Nonce::assume_unique_for_key(bytes)
     }
 
-    /// The suite's name in configuration files and statistics.
+    /// The suite's name, as configuration files and serialized statistics spell it.
     pub fn name(self) -> &'static str {
         match self {
             TransportSuite::ChaCha20Poly1305 => "chacha20-poly1305",
@@ -149,6 +158,11 @@ impl core::fmt::Display for TransportSuite {
     }
 }
 
+/// Most bytes one AES-256-GCM key may seal: the bound of the Noise specification's security
+/// considerations ("data volumes"), past which AES-GCM's security wears down. About a year of 2 GB/s on one
+/// connection; ChaCha20-Poly1305 has no such bound short of its nonces.
+pub const AES_GCM_MAX_BYTES_PER_KEY: u64 = 1 << 56;
+
 /// The transport phase of one connection: a key and nonce counter per direction in the
 /// agreed [`TransportSuite`], exactly Noise's transport `CipherState`s (empty associated
 /// data), but sealing and opening in the caller's buffer.
@@ -158,6 +172,8 @@ pub(crate) struct TransportCipher {
     recv: ring::aead::LessSafeKey,
     send_nonce: u64,
     recv_nonce: u64,
+    /// Plaintext bytes sealed with `send` (bounded for AES-256-GCM).
+    sealed_bytes: u64,
 }
 
 impl core::fmt::Debug for TransportCipher {
@@ -199,13 +215,22 @@ impl TransportCipher {
             recv: key(recv)?,
             send_nonce: 0,
             recv_nonce: 0,
+            sealed_bytes: 0,
         })
     }
 
     /// Encrypts `buf[start..]` in place and appends its tag. False (and `buf` unchanged)
-    /// only when the nonce space is exhausted, after 2^64 − 1 messages.
+    /// only when the key is worn out: its nonces exhausted after 2^64 − 1 messages, or, for
+    /// AES-256-GCM, [`AES_GCM_MAX_BYTES_PER_KEY`] sealed. The connection then sends nothing
+    /// more, and the peer's idle timeout ends it.
     pub(crate) fn seal(&mut self, buf: &mut Vec<u8>, start: usize) -> bool {
         if self.send_nonce == u64::MAX {
+            return false;
+        }
+        let sealed = self
+            .sealed_bytes
+            .saturating_add(buf.len().saturating_sub(start) as u64);
+        if self.suite == TransportSuite::Aes256Gcm && sealed > AES_GCM_MAX_BYTES_PER_KEY {
             return false;
         }
         let nonce = self.suite.nonce(self.send_nonce);
@@ -217,6 +242,7 @@ impl TransportCipher {
             return false;
         };
         self.send_nonce += 1;
+        self.sealed_bytes = sealed;
         buf.extend_from_slice(tag.as_ref());
         true
     }
@@ -338,20 +364,97 @@ mod tests {
         }
     }
 
+    /// The production path (the real ChaChaPoly handshake, then the AES-256-GCM transport)
+    /// against snow's own AESGCM cipher function keyed with the same `Split()` keys: snow
+    /// lays out the nonce itself, so this checks ours independently.
     #[test]
-    fn aes_gcm_only_when_both_hellos_ask_for_it() {
+    fn aes_transport_after_the_real_handshake_is_snows_aesgcm_cipher() {
+        use snow::resolvers::CryptoResolver;
+        let run = || {
+            let ki = Keypair::from_private_key([1; 32]);
+            let kr = Keypair::from_private_key([2; 32]);
+            let mut i = start(Role::Initiator, &ki, SeededRng::from_seed([3; 32])).unwrap();
+            let mut r = start(Role::Responder, &kr, SeededRng::from_seed([4; 32])).unwrap();
+            let (mut buf, mut payload) = ([0u8; 1024], [0u8; 1024]);
+            let n = i.write_message(&[], &mut buf).unwrap();
+            r.read_message(&buf[..n], &mut payload).unwrap();
+            let n = r.write_message(b"hello 2", &mut buf).unwrap();
+            i.read_message(&buf[..n], &mut payload).unwrap();
+            let n = i.write_message(b"hello 3", &mut buf).unwrap();
+            r.read_message(&buf[..n], &mut payload).unwrap();
+            (i, r)
+        };
+        let (i1, r1) = run();
+        let (mut i2, _) = run();
+        let mut initiator = TransportCipher::from_handshake(i1, TransportSuite::Aes256Gcm).unwrap();
+        let mut responder = TransportCipher::from_handshake(r1, TransportSuite::Aes256Gcm).unwrap();
+        let (k1, k2) = i2.dangerously_get_raw_split();
+        let snow_cipher = |key: &[u8; 32]| {
+            let mut c = snow::resolvers::RingResolver
+                .resolve_cipher(&snow::params::CipherChoice::AESGCM)
+                .unwrap();
+            c.set(key);
+            c
+        };
+        let (to_responder, to_initiator) = (snow_cipher(&k1), snow_cipher(&k2));
+        for n in 0..300u64 {
+            let plain: Vec<u8> = (0..(n as usize * 7) % 1500).map(|b| b as u8).collect();
+            let mut expected = vec![0u8; plain.len() + TAG_LEN];
+            // Initiator to responder with the first key, and back with the second.
+            let mut sealed = plain.clone();
+            assert!(initiator.seal(&mut sealed, 0));
+            to_responder.encrypt(n, &[], &plain, &mut expected);
+            assert_eq!(sealed, expected, "initiator's packet {n}");
+            assert_eq!(responder.open(&mut sealed).unwrap(), plain.len());
+            let mut sealed = plain.clone();
+            assert!(responder.seal(&mut sealed, 0));
+            to_initiator.encrypt(n, &[], &plain, &mut expected);
+            assert_eq!(sealed, expected, "responder's packet {n}");
+            assert_eq!(initiator.open(&mut sealed).unwrap(), plain.len());
+        }
+    }
+
+    #[test]
+    fn aes_gcm_only_when_both_hellos_ask_for_it_in_version_2() {
         let aes = Capabilities::GOSSIP | Capabilities::AES_GCM;
         let plain = Capabilities::GOSSIP;
         assert_eq!(
-            TransportSuite::negotiate(aes, aes),
+            TransportSuite::negotiate(2, aes, aes),
             TransportSuite::Aes256Gcm
         );
         for (ours, theirs) in [(aes, plain), (plain, aes), (plain, plain)] {
             assert_eq!(
-                TransportSuite::negotiate(ours, theirs),
+                TransportSuite::negotiate(2, ours, theirs),
                 TransportSuite::ChaCha20Poly1305
             );
         }
+        // In version 1 the bit meant nothing: a version-1 peer that happens to set it is not
+        // taken to speak AES-256-GCM.
+        assert_eq!(
+            TransportSuite::negotiate(1, aes, aes),
+            TransportSuite::ChaCha20Poly1305
+        );
+    }
+
+    #[test]
+    fn suites_serialize_under_their_configuration_names() {
+        for suite in [TransportSuite::ChaCha20Poly1305, TransportSuite::Aes256Gcm] {
+            let json = serialized_name(&suite);
+            assert_eq!(json, suite.name());
+        }
+    }
+
+    /// The name serde gives `suite` (through the TOML serializer, which the core has).
+    fn serialized_name(suite: &TransportSuite) -> String {
+        #[derive(serde::Serialize)]
+        struct Wrap<'a> {
+            suite: &'a TransportSuite,
+        }
+        let text = toml::to_string(&Wrap { suite }).unwrap();
+        text.trim()
+            .trim_start_matches("suite = ")
+            .trim_matches('"')
+            .to_string()
     }
 
     /// A cipher in `suite` keyed with `key` in both directions, at nonce 0.
@@ -367,7 +470,23 @@ mod tests {
             recv: k(),
             send_nonce: 0,
             recv_nonce: 0,
+            sealed_bytes: 0,
         }
+    }
+
+    #[test]
+    fn an_aes_key_seals_no_more_than_the_noise_bound() {
+        let mut aes = cipher(TransportSuite::Aes256Gcm, [7; 32]);
+        aes.sealed_bytes = AES_GCM_MAX_BYTES_PER_KEY - 10;
+        let mut fits = vec![1u8; 10];
+        assert!(aes.seal(&mut fits, 0));
+        let mut over = vec![1u8; 1];
+        assert!(!aes.seal(&mut over, 0));
+        assert_eq!(over, [1], "a refused seal leaves the buffer as it was");
+        // ChaCha20-Poly1305 has no such bound.
+        let mut chacha = cipher(TransportSuite::ChaCha20Poly1305, [7; 32]);
+        chacha.sealed_bytes = AES_GCM_MAX_BYTES_PER_KEY;
+        assert!(chacha.seal(&mut vec![1u8; 10], 0));
     }
 
     #[test]

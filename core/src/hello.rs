@@ -33,11 +33,15 @@ impl Capabilities {
     pub const PEER_EXCHANGE: Capabilities = Capabilities(1 << 3);
     /// Understands lazy gossip: IHave, IWant and Prune (tree gossip).
     pub const LAZY_GOSSIP: Capabilities = Capabilities(1 << 4);
-    /// Prefers AES-256-GCM for the transport (its CPU has AES instructions). A connection
-    /// uses AES-256-GCM when both Hellos carry this bit, ChaCha20-Poly1305 otherwise: see
+    /// Asks for AES-256-GCM as the transport cipher (a node sets it when its `cipher`
+    /// setting comes to `aes-256-gcm`: by default, where its CPU has AES instructions). A
+    /// connection uses AES-256-GCM when both Hellos carry this bit and the negotiated
+    /// version is at least [`AES_GCM_SINCE_VERSION`], ChaCha20-Poly1305 otherwise: see
     /// [`crate::handshake::TransportSuite::negotiate`].
     pub const AES_GCM: Capabilities = Capabilities(1 << 5);
-    /// Everything this version knows.
+    /// Everything this version knows, [`Capabilities::AES_GCM`] included: a Hello built with
+    /// it outside [`crate::node::Node`] (which sets that bit from its `cipher` setting) asks
+    /// for AES-256-GCM.
     pub const ALL: Capabilities = Capabilities(0b11_1111);
 
     /// Whether every bit of `other` is set.
@@ -69,8 +73,17 @@ pub struct Hello {
     pub agent: String,
 }
 
-/// The protocol version this software speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this software speaks.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Every protocol version this software speaks, and so what a node lists in its Hello.
+/// Version 2 differs from version 1 only in giving [`Capabilities::AES_GCM`] a meaning.
+pub const SUPPORTED_VERSIONS: &[u32] = &[1, 2];
+
+/// The first version in which [`Capabilities::AES_GCM`] selects the transport cipher. In
+/// version 1 the bit was undefined, so a version-1 peer might set it without speaking
+/// AES-256-GCM; a connection that negotiates version 1 ignores it.
+pub const AES_GCM_SINCE_VERSION: u32 = 2;
 
 impl Hello {
     /// Checks the limits a receiver enforces; returns the offending field.

@@ -112,7 +112,10 @@ pub use handshake::{
     noise_resolver, NoiseError, Role, TransportSuite, HANDSHAKE_OVERHEAD, MAX_FRAME_PLAINTEXT,
     MAX_NOISE_MESSAGE, NOISE_PARAMS, PROLOGUE, TAG_LEN,
 };
-pub use hello::{negotiate_version, Capabilities, Hello, PROTOCOL_VERSION};
+pub use hello::{
+    negotiate_version, Capabilities, Hello, AES_GCM_SINCE_VERSION, PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+};
 pub use identity::{Keypair, PeerId, PeerIdParseError, KEY_LEN};
 pub use message::{
     AppKind, Chunk, DecodeError, EncodedMessage, GoodbyeReason, Message, MessageKind, Priority,

@@ -44,21 +44,31 @@ fn handshake_completes_in_both_roles() {
 fn the_transport_cipher_is_aes_gcm_only_when_both_hellos_ask_for_it() {
     let aes = Capabilities::ALL;
     let chacha = Capabilities(Capabilities::ALL.0 & !Capabilities::AES_GCM.0);
+    let both = SUPPORTED_VERSIONS.to_vec();
     for a_dials in [true, false] {
-        for (caps_a, caps_b, expected) in [
-            (aes, aes, TransportSuite::Aes256Gcm),
-            (aes, chacha, TransportSuite::ChaCha20Poly1305),
-            (chacha, aes, TransportSuite::ChaCha20Poly1305),
-            (chacha, chacha, TransportSuite::ChaCha20Poly1305),
+        for (caps_a, caps_b, versions_b, expected) in [
+            (aes, aes, both.clone(), TransportSuite::Aes256Gcm),
+            (aes, chacha, both.clone(), TransportSuite::ChaCha20Poly1305),
+            (chacha, aes, both.clone(), TransportSuite::ChaCha20Poly1305),
+            (
+                chacha,
+                chacha,
+                both.clone(),
+                TransportSuite::ChaCha20Poly1305,
+            ),
+            // A version-1 peer may set the bit, which meant nothing there: it is ignored.
+            (aes, aes, vec![1], TransportSuite::ChaCha20Poly1305),
         ] {
             let mut p = PairBuilder {
                 a_dials,
                 hello_a: Hello {
                     capabilities: caps_a,
+                    versions: both.clone(),
                     ..hello("a")
                 },
                 hello_b: Hello {
                     capabilities: caps_b,
+                    versions: versions_b,
                     ..hello("b")
                 },
                 ..Default::default()

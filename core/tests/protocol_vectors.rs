@@ -225,6 +225,7 @@ fn constants_table_matches_the_code() {
             "HANDSHAKE_OVERHEAD" => HANDSHAKE_OVERHEAD,
             "KEY_LEN" => KEY_LEN,
             "PROTOCOL_VERSION" => PROTOCOL_VERSION as usize,
+            "AES_GCM_SINCE_VERSION" => AES_GCM_SINCE_VERSION as usize,
             "MAX_PEERS_PER_MESSAGE" => MAX_PEERS_PER_MESSAGE,
             "MAX_HASH_LEN" => MAX_HASH_LEN,
             "MAX_GOODBYE_DETAIL" => MAX_GOODBYE_DETAIL,
@@ -981,7 +982,9 @@ fn vectors() -> String {
     }
     out.push_str(
         "The network ids are equal and the highest common version is 1, so both sides \
-         reach `Connected` with version 1.\n\n",
+         reach `Connected` with version 1. The transport cipher is ChaChaPoly: the \
+         initiator's Hello carries `AES_GCM` (in 63), but the responder's does not, and in \
+         version 1 the bit means nothing anyway (section 8).\n\n",
     );
 
     out.push_str("### Handshake packets\n\n");

@@ -85,6 +85,7 @@ impl Default for NodeConfig {
 /// The transport AEAD a node asks for in its Hello (the [`Capabilities::AES_GCM`] bit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum CipherPreference {
     /// AES-256-GCM where this CPU has AES and carry-less multiply instructions (x86-64
     /// AES-NI and PCLMULQDQ, Arm AES and PMULL), ChaCha20-Poly1305 elsewhere. The adapters
@@ -115,6 +116,21 @@ impl CipherPreference {
     /// Whether the Hello asks for AES-256-GCM (`Auto` unresolved does not).
     pub fn asks_for_aes_gcm(self) -> bool {
         self == CipherPreference::Aes256Gcm
+    }
+
+    /// The name configuration files use for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CipherPreference::Auto => "auto",
+            CipherPreference::ChaCha20Poly1305 => "chacha20-poly1305",
+            CipherPreference::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+}
+
+impl std::fmt::Display for CipherPreference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -717,6 +733,7 @@ mod tests {
             assert_eq!(c.cipher, expected);
             let back = toml::to_string(&c).unwrap();
             assert!(back.contains(&format!("cipher = \"{text}\"")), "{back}");
+            assert_eq!(expected.to_string(), text);
         }
         let e = NodeConfig::from_toml("cipher = \"aes-128-gcm\"\n").unwrap_err();
         assert!(e.to_string().contains("aes-128-gcm"), "{e}");

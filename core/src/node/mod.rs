@@ -35,7 +35,7 @@ use crate::connection::{
     Violation,
 };
 use crate::handshake::Role;
-use crate::hello::{Capabilities, Hello, PROTOCOL_VERSION};
+use crate::hello::{Capabilities, Hello, SUPPORTED_VERSIONS};
 use crate::identity::{Keypair, PeerId};
 use crate::message::{
     EncodedMessage, GoodbyeReason, Message, MAX_IDS_PER_MESSAGE, MAX_PEERS_PER_MESSAGE,
@@ -479,7 +479,7 @@ impl Node {
         }
         let hello = Hello {
             network_id: config.network_id.clone(),
-            versions: vec![PROTOCOL_VERSION],
+            versions: SUPPORTED_VERSIONS.to_vec(),
             capabilities,
             listen_addrs: config.listen_addrs.clone(),
             agent: config.agent.clone(),
