@@ -42,7 +42,8 @@ pub fn cipher() -> CipherPreference {
     CIPHER.get().copied().unwrap_or_default()
 }
 
-/// The transport AEAD two benchmark nodes agree on on this machine.
+/// The transport AEAD two benchmark nodes agree on on this machine (the scenarios that
+/// depend on it also report what their connection used, from its statistics).
 pub fn transport_suite() -> &'static str {
     match cipher().resolve(silver_p2p::driver::has_aes_instructions()) {
         CipherPreference::Aes256Gcm => "aes-256-gcm",
@@ -450,7 +451,7 @@ pub fn metadata(workers: usize) -> Vec<(&'static str, Value)> {
             "transport",
             json!("tcp(loopback 127.0.0.1, nodelay) + noise XX (25519/ChaChaPoly/BLAKE2s, X25519 static-key identities, Hello in messages 2 and 3) + 2-byte length-prefixed transport frames of CBOR message sequences, sealed with the transport AEAD both Hellos agreed on; silver-p2p-tokio adapter"),
         ),
-        ("cipher", json!(cipher())),
+        ("cipher", json!(cipher().name())),
         ("transport_aead", json!(transport_suite())),
     ]
 }

@@ -204,14 +204,6 @@ fn print_line(report: Report, workers: usize, since: Option<(Instant, common::Cp
     println!("{}", common::ordered_object(&line));
 }
 
-/// The configuration name of a cipher preference (as `--cipher` takes it).
-fn cipher_name(c: &silver_p2p::node::CipherPreference) -> String {
-    serde_json::to_value(c)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "auto".into())
-}
-
 /// The command-line name of a scenario.
 fn scenario_name(s: &Scenario) -> &'static str {
     match s {
@@ -247,7 +239,7 @@ fn run_all(
             .args(&args)
             .args(["--workers", &workers.to_string()])
             .args(["--timeout-s", &timeout_s.to_string()])
-            .args(["--cipher", &cipher_name(cipher)])
+            .args(["--cipher", cipher.name()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn();

@@ -126,6 +126,16 @@ impl Received {
     }
 }
 
+/// The AEAD the sender's connection to the receiver used, from its statistics.
+fn used_suite(stats: Option<&silver_p2p::node::NetworkStats>) -> Option<&'static str> {
+    stats?
+        .per_peer
+        .first()?
+        .stats
+        .transport_suite
+        .map(|s| s.name())
+}
+
 /// The sequence number in the first 8 bytes of a payload.
 fn seq_of(payload: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(payload.get(..8)?.try_into().ok()?))
@@ -282,6 +292,7 @@ pub async fn run_throughput(o: ThroughputOpts, budget: Duration) -> Report {
             "tx_note": "sender: first call until the last one returned (with --acknowledged: until it is acknowledged)",
             "sender_unicast_retries": stats.as_ref().map(|s| s.counters.unicast_retries),
             "sender_unicasts_failed": stats.as_ref().map(|s| s.counters.unicasts_failed),
+            "transport_suite": used_suite(stats.as_ref()),
         }),
     }
 }
@@ -482,6 +493,7 @@ pub async fn run_msgrate(o: MsgRateOpts, _budget: Duration) -> Report {
             "sender_unicast_retries": stats.as_ref().map(|s| s.counters.unicast_retries),
             "sender_unicasts_failed": stats.as_ref().map(|s| s.counters.unicasts_failed),
             "sender_sends_dropped": stats.as_ref().map(|s| s.sends_dropped),
+            "transport_suite": used_suite(stats.as_ref()),
             "sender_messages_per_frame": stats.as_ref().and_then(|s| {
                 let c = &s.per_peer.first()?.stats;
                 Some(round3(c.messages_sent as f64 / c.frames_sent.max(1) as f64))

@@ -8,21 +8,32 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 
 use crate::frame::{encode_packet, PacketDecoder, MAX_PACKET_LEN};
-use crate::handshake::{self, Role, MAX_NOISE_MESSAGE};
+use crate::handshake::{self, Role, TransportCipher, TransportSuite, MAX_NOISE_MESSAGE};
 use crate::{
-    Capabilities, Connection, ConnectionConfig, ConnectionEvent, ConnectionOutput, ConnectionState,
-    GoodbyeReason, Hello, Keypair, Message, PeerAddr, PeerId, SeededRng, Timestamp,
-    PROTOCOL_VERSION,
+    negotiate_version, Capabilities, Connection, ConnectionConfig, ConnectionEvent,
+    ConnectionOutput, ConnectionState, GoodbyeReason, Hello, Keypair, Message, PeerAddr, PeerId,
+    SeededRng, Timestamp, PROTOCOL_VERSION,
 };
 
 /// The network id of every connection under test.
 const NETWORK: &str = "fuzz";
 
+/// Our Hello: it asks for AES-256-GCM, so the peer's Hello decides the transport suite.
 pub(super) fn hello(agent: &str) -> Arc<Hello> {
+    hello_asking(agent, true)
+}
+
+/// A Hello with every capability, asking for AES-256-GCM or not.
+pub(super) fn hello_asking(agent: &str, aes_gcm: bool) -> Arc<Hello> {
+    let capabilities = if aes_gcm {
+        Capabilities::ALL
+    } else {
+        Capabilities(Capabilities::ALL.0 & !Capabilities::AES_GCM.0)
+    };
     Arc::new(Hello {
         network_id: NETWORK.into(),
         versions: vec![PROTOCOL_VERSION],
-        capabilities: Capabilities::ALL,
+        capabilities,
         listen_addrs: vec![],
         agent: agent.into(),
     })
@@ -140,15 +151,18 @@ impl ConnCheck {
     }
 }
 
-/// The fuzzer's side of a handshake: a bare Noise state it drives with chosen payloads.
+/// The fuzzer's side of a handshake: a bare Noise state it drives with chosen payloads, then
+/// the transport suite the two Hellos agree on, as an honest peer would.
 struct NoisePeer {
     id: PeerId,
     handshake: Option<snow::HandshakeState>,
-    transport: Option<snow::TransportState>,
+    transport: Option<TransportCipher>,
     decoder: PacketDecoder,
     broken: bool,
     /// The payloads this side put in its handshake messages.
     sent_payloads: Vec<Vec<u8>>,
+    /// The payloads it read from the connection's handshake messages.
+    received_payloads: Vec<Vec<u8>>,
 }
 
 impl NoisePeer {
@@ -160,6 +174,7 @@ impl NoisePeer {
             decoder: PacketDecoder::new(MAX_PACKET_LEN),
             broken: false,
             sent_payloads: Vec::new(),
+            received_payloads: Vec::new(),
         }
     }
 
@@ -178,9 +193,16 @@ impl NoisePeer {
                 }
             };
             let ok = if let Some(hs) = self.handshake.as_mut() {
-                hs.read_message(&packet, &mut buf).is_ok()
+                match hs.read_message(&packet, &mut buf) {
+                    Ok(n) => {
+                        self.received_payloads.push(buf[..n].to_vec());
+                        true
+                    }
+                    Err(_) => false,
+                }
             } else if let Some(t) = self.transport.as_mut() {
-                t.read_message(&packet, &mut buf).is_ok()
+                let mut sealed = packet.to_vec();
+                t.open(&mut sealed).is_ok()
             } else {
                 false
             };
@@ -196,7 +218,18 @@ impl NoisePeer {
             .is_some_and(|hs| hs.is_handshake_finished())
         {
             let hs = self.handshake.take().expect("checked");
-            match hs.into_transport_mode() {
+            // The suite both Hellos agree on; a Hello that does not decode ends the
+            // connection anyway, so ChaCha20-Poly1305 is as good a guess as any there.
+            let hellos =
+                |payloads: &[Vec<u8>]| payloads.iter().rev().find_map(|p| Hello::decode(p).ok());
+            let suite = match (hellos(&self.sent_payloads), hellos(&self.received_payloads)) {
+                (Some(ours), Some(theirs)) => negotiate_version(&ours.versions, &theirs.versions)
+                    .map_or(TransportSuite::ChaCha20Poly1305, |v| {
+                        TransportSuite::negotiate(v, ours.capabilities, theirs.capabilities)
+                    }),
+                _ => TransportSuite::ChaCha20Poly1305,
+            };
+            match TransportCipher::from_handshake(hs, suite) {
                 Ok(t) => self.transport = Some(t),
                 Err(_) => self.broken = true,
             }
@@ -217,10 +250,12 @@ impl NoisePeer {
             self.sent_payloads.push(payload.to_vec());
             hs.write_message(payload, &mut buf).ok()?
         } else {
-            self.transport
-                .as_mut()?
-                .write_message(payload, &mut buf)
-                .ok()?
+            let mut frame = payload.to_vec();
+            if !self.transport.as_mut()?.seal(&mut frame, 0) {
+                return None;
+            }
+            buf = frame;
+            buf.len()
         };
         self.finish_handshake();
         Some(encode_packet(&buf[..n]))
@@ -446,6 +481,8 @@ pub fn connection_inputs(data: &[u8]) {
     let remote_config = Arc::new(small_config(&mut u));
     let remote_chunk_size = remote_config.chunk_size;
     let we_dial: bool = u.arbitrary().unwrap_or(true);
+    // Ours asks for AES-256-GCM: the remote's Hello picks the transport suite.
+    let remote_asks_aes: bool = u.arbitrary().unwrap_or(false);
     let (role, remote_role) = if we_dial {
         (Role::Initiator, Role::Responder)
     } else {
@@ -458,7 +495,7 @@ pub fn connection_inputs(data: &[u8]) {
     let mut remote = Connection::new(
         remote_role,
         remote_config,
-        hello("remote"),
+        hello_asking("remote", remote_asks_aes),
         &remote_key,
         None,
         [6; 32],
