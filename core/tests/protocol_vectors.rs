@@ -6,7 +6,8 @@
 //!   and `<!-- vectors:end -->`. Along the way it re-derives every handshake packet and
 //!   decrypts every transport packet with a second, independent snow handshake built only from
 //!   the keys the section prints, the way a peer in another language would, and decodes every
-//!   plaintext with an off-the-shelf CBOR library (ciborium).
+//!   plaintext with an off-the-shelf CBOR library (ciborium). Its AESGCM section is opened
+//!   the same way: snow's own AESGCM cipher function keyed with the printed `Split()` keys.
 //! * The other tests parse the tables of PROTOCOL.md (message kinds, Goodbye reasons,
 //!   capabilities, constants, configuration defaults) and compare them with the code.
 //!
@@ -1040,6 +1041,8 @@ fn vectors() -> String {
         hex_block(&mut out, &f.packet);
     }
 
+    aes_vectors(&mut out);
+
     out.push_str("### One message of each kind\n\n");
     out.push_str("`Message::to_bytes()` of one example per kind.\n\n");
     for m in example_messages(&key_r) {
@@ -1047,6 +1050,194 @@ fn vectors() -> String {
         hex_block(&mut out, &m.to_bytes());
     }
     out
+}
+
+/// A second, shorter transcript: the same keys and seeds, but both Hellos ask for AESGCM
+/// and share version 2, so the transport is AES-256-GCM. An independent snow handshake from
+/// the printed keys reproduces the handshake, and snow's own AESGCM cipher function, keyed
+/// with the raw `Split()` keys, opens both frames.
+fn aes_vectors(out: &mut String) {
+    let key_i = Keypair::generate(&mut SeededRng::from_seed(INITIATOR_KEY_SEED));
+    let key_r = Keypair::generate(&mut SeededRng::from_seed(RESPONDER_KEY_SEED));
+    let eph_i = ephemeral_private_key(INITIATOR_CONN_SEED);
+    let eph_r = ephemeral_private_key(RESPONDER_CONN_SEED);
+    let hello_i = Hello {
+        network_id: "silver-vectors".into(),
+        versions: vec![1, 2],
+        capabilities: Capabilities::ALL,
+        listen_addrs: vec![],
+        agent: "vectors-initiator/2".into(),
+    };
+    let hello_r = Hello {
+        network_id: "silver-vectors".into(),
+        versions: vec![2],
+        capabilities: Capabilities::GOSSIP | Capabilities::AES_GCM,
+        listen_addrs: vec![],
+        agent: "vectors-responder/2".into(),
+    };
+    let t0 = Timestamp::ZERO;
+    let config = Arc::new(ConnectionConfig::default());
+    let mut ini = Connection::new(
+        Role::Initiator,
+        config.clone(),
+        Arc::new(hello_i.clone()),
+        &key_i,
+        Some(key_r.peer_id()),
+        INITIATOR_CONN_SEED,
+        t0,
+    );
+    let mut res = Connection::new(
+        Role::Responder,
+        config,
+        Arc::new(hello_r.clone()),
+        &key_r,
+        None,
+        RESPONDER_CONN_SEED,
+        t0,
+    );
+    let to_responder = Message::Transaction {
+        data: bytes_of(b"tx-aes"),
+    };
+    let to_initiator = Message::App {
+        kind: 7,
+        data: bytes_of(b"app-aes"),
+    };
+    ini.send(to_responder.clone()).unwrap();
+    ini.handle_connected(t0);
+    let msg1 = only_transmit(&drain(&mut ini, t0));
+    res.handle_bytes(t0, &msg1);
+    let msg2 = only_transmit(&drain(&mut res, t0));
+    ini.handle_bytes(t0, &msg2);
+    let first = drain(&mut ini, t0);
+    assert_eq!(first.transmits.len(), 2, "message 3, then the first frame");
+    let (msg3, f1) = (first.transmits[0].clone(), first.transmits[1].clone());
+    res.handle_bytes(t0, &msg3);
+    res.handle_bytes(t0, &f1);
+    let d = drain(&mut res, t0);
+    assert!(matches!(
+        d.events.first(),
+        Some(ConnectionEvent::Established { version: 2, .. })
+    ));
+    assert_eq!(delivered_messages(&d), vec![to_responder.clone()]);
+    for side in [&ini, &res] {
+        assert_eq!(
+            side.stats().transport_suite,
+            Some(TransportSuite::Aes256Gcm)
+        );
+    }
+    res.send(to_initiator.clone()).unwrap();
+    let f2 = only_transmit(&drain(&mut res, t0));
+    ini.handle_bytes(t0, &f2);
+    assert_eq!(
+        delivered_messages(&drain(&mut ini, t0)),
+        vec![to_initiator.clone()]
+    );
+    // A second packet in one direction: nonce 1, where the byte order shows.
+    let second = Message::Transaction {
+        data: bytes_of(b"tx-aes-2"),
+    };
+    ini.send(second.clone()).unwrap();
+    let f3 = only_transmit(&drain(&mut ini, t0));
+    res.handle_bytes(t0, &f3);
+    assert_eq!(
+        delivered_messages(&drain(&mut res, t0)),
+        vec![second.clone()]
+    );
+
+    // The independent side: the handshake from the printed keys, then AESGCM by hand.
+    let mut hs_i = independent_handshake(true, key_i.private_key(), &eph_i);
+    let mut hs_r = independent_handshake(false, key_r.private_key(), &eph_r);
+    let (mut buf, mut payload) = (vec![0u8; 65535], vec![0u8; 65535]);
+    let n = hs_i.write_message(&[], &mut buf).unwrap();
+    assert_eq!(frame::encode_packet(&buf[..n]), msg1, "AES message 1");
+    hs_r.read_message(&msg1[2..], &mut payload).unwrap();
+    let n = hs_r.write_message(&hello_r.encode(), &mut buf).unwrap();
+    assert_eq!(frame::encode_packet(&buf[..n]), msg2, "AES message 2");
+    hs_i.read_message(&msg2[2..], &mut payload).unwrap();
+    let n = hs_i.write_message(&hello_i.encode(), &mut buf).unwrap();
+    assert_eq!(frame::encode_packet(&buf[..n]), msg3, "AES message 3");
+    hs_r.read_message(&msg3[2..], &mut payload).unwrap();
+    let (k1, k2) = hs_i.dangerously_get_raw_split();
+    let open = |key: &[u8; 32], nonce: u64, packet: &[u8]| {
+        use snow::resolvers::CryptoResolver;
+        let mut cipher = snow::resolvers::RingResolver
+            .resolve_cipher(&snow::params::CipherChoice::AESGCM)
+            .unwrap();
+        cipher.set(key);
+        let mut plain = vec![0u8; packet.len()];
+        let n = cipher
+            .decrypt(nonce, &[], &packet[2..], &mut plain)
+            .unwrap();
+        plain.truncate(n);
+        plain
+    };
+    let p1 = open(&k1, 0, &f1);
+    let p2 = open(&k2, 0, &f2);
+    let p3 = open(&k1, 1, &f3);
+    assert_eq!(p1, to_responder.to_bytes());
+    assert_eq!(p2, to_initiator.to_bytes());
+    assert_eq!(p3, second.to_bytes());
+
+    out.push_str("### The same with AESGCM\n\n");
+    out.push_str(
+        "A second, shorter connection with the same keys and seeds (so message 1 is the same) \
+         whose Hellos both carry `AES_GCM` and share version 2: its transport is AESGCM \
+         (section 8), keyed with the raw keys of `Split()` below (k1 initiator → responder, \
+         k2 responder → initiator) and Noise's AESGCM nonce (4 zero bytes, then the counter \
+         big-endian).\n\n",
+    );
+    for (who, h) in [("Initiator", &hello_i), ("Responder", &hello_r)] {
+        let bytes = h.encode();
+        let _ = writeln!(out, "{who} Hello ({} bytes):\n", bytes.len());
+        let items = cbor_sequence(&bytes);
+        let _ = writeln!(out, "`{}`\n", diag(&items[0]));
+        hex_block(out, &bytes);
+    }
+    for (name, packet) in [
+        ("Message 1", &msg1),
+        ("Message 2", &msg2),
+        ("Message 3", &msg3),
+    ] {
+        let _ = writeln!(out, "{name} ({} bytes):\n", packet.len());
+        hex_block(out, packet);
+    }
+    out.push_str("`Split()` key k1 (initiator → responder):\n\n");
+    hex_block(out, &k1);
+    out.push_str("`Split()` key k2 (responder → initiator):\n\n");
+    hex_block(out, &k2);
+    for (title, dir, m, plain, packet) in [
+        (
+            "FA1",
+            "initiator → responder, nonce 0, queued before the handshake",
+            &to_responder,
+            &p1,
+            &f1,
+        ),
+        (
+            "FA2",
+            "responder → initiator, nonce 0",
+            &to_initiator,
+            &p2,
+            &f2,
+        ),
+        (
+            "FA3",
+            "initiator → responder, nonce 1 (nonce bytes `000000000000000000000001`)",
+            &second,
+            &p3,
+            &f3,
+        ),
+    ] {
+        let _ = writeln!(out, "#### {title}\n\n{dir}.\n\n- {}\n", message_line(m));
+        let _ = writeln!(out, "Plaintext frame ({} bytes):\n", plain.len());
+        hex_block(out, plain);
+        let _ = writeln!(
+            out,
+            "Packet ({} bytes: prefix, ciphertext, 16-byte tag):\n",
+            packet.len()
+        );
+        hex_block(out, packet);
+    }
 }
 
 fn example_messages(peer: &Keypair) -> Vec<Message> {

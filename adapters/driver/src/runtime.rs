@@ -13,7 +13,7 @@ use futures::channel::mpsc;
 use futures::future::{select, AbortHandle, Abortable, Either};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use silver_p2p_core::node::{ConnectionId, Node};
+use silver_p2p_core::node::{CipherPreference, ConnectionId, Node};
 use silver_p2p_core::ConfigError;
 use silver_p2p_core::PeerId;
 use std::task::Poll;
@@ -254,7 +254,15 @@ pub fn prepare(
     if config.listen_addrs.is_empty() {
         config.listen_addrs = bound.to_vec();
     }
-    config.cipher = config.cipher.resolve(crate::has_aes_instructions());
+    let has_aes = crate::has_aes_instructions();
+    if config.cipher == CipherPreference::Aes256Gcm && !has_aes {
+        tracing::warn!(
+            "cipher = \"aes-256-gcm\" on a CPU without AES instructions: connections to peers \
+             that ask for it too will run AES in software, several times slower than \
+             ChaCha20-Poly1305 (\"auto\" would choose that here)"
+        );
+    }
+    config.cipher = config.cipher.resolve(has_aes);
     let clock = Clock::new();
     let mut node = Node::new(config, key, os_seed()?, clock.now())?;
     if let Some(f) = &files {
