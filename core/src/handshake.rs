@@ -92,7 +92,7 @@ pub(crate) fn remote_peer_id(state: &snow::HandshakeState) -> Option<PeerId> {
 /// suite is agreed inside it, from the capabilities of the two (authenticated) Hellos, and
 /// keyed with the two keys of Noise's `Split()`. Both suites are Noise cipher functions used
 /// exactly as Noise's transport `CipherState` uses them (the nonce layouts differ, see
-/// [`TransportSuite::nonce`]).
+/// PROTOCOL.md section 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]

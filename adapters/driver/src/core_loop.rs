@@ -243,7 +243,7 @@ impl DriverCore {
     }
 
     /// How far a connection's reader may run ahead of the loop: the limit to create each
-    /// connection's [`ReadCredit`] with.
+    /// connection's [`ReadCredit`](crate::ReadCredit) with.
     pub fn max_unprocessed_read_bytes(&self) -> usize {
         self.max_unprocessed_read_bytes
     }
