@@ -268,6 +268,21 @@ impl TransportCipher {
 mod tests {
     use super::*;
 
+    /// Runs the three XX messages between `i` and `r` (payloads: none, then two short ones).
+    fn complete(
+        mut i: snow::HandshakeState,
+        mut r: snow::HandshakeState,
+    ) -> (snow::HandshakeState, snow::HandshakeState) {
+        let (mut buf, mut payload) = ([0u8; 1024], [0u8; 1024]);
+        let n = i.write_message(&[], &mut buf).unwrap();
+        r.read_message(&buf[..n], &mut payload).unwrap();
+        let n = r.write_message(b"hello 2", &mut buf).unwrap();
+        i.read_message(&buf[..n], &mut payload).unwrap();
+        let n = i.write_message(b"hello 3", &mut buf).unwrap();
+        r.read_message(&buf[..n], &mut payload).unwrap();
+        (i, r)
+    }
+
     /// Both sides of a finished handshake: ours as `TransportCipher`s in `suite`, and the
     /// same handshakes continued by snow's own transport mode. For AES-256-GCM the
     /// handshakes run under Noise's AESGCM name, so that snow's transport uses that cipher
@@ -295,16 +310,7 @@ mod tests {
         let run = || {
             let ki = Keypair::from_private_key([1; 32]);
             let kr = Keypair::from_private_key([2; 32]);
-            let mut i = build(&ki, 3, true);
-            let mut r = build(&kr, 4, false);
-            let (mut buf, mut payload) = ([0u8; 1024], [0u8; 1024]);
-            let n = i.write_message(&[], &mut buf).unwrap();
-            r.read_message(&buf[..n], &mut payload).unwrap();
-            let n = r.write_message(b"hello 2", &mut buf).unwrap();
-            i.read_message(&buf[..n], &mut payload).unwrap();
-            let n = i.write_message(b"hello 3", &mut buf).unwrap();
-            r.read_message(&buf[..n], &mut payload).unwrap();
-            (i, r)
+            complete(build(&ki, 3, true), build(&kr, 4, false))
         };
         // Seeded, so both runs derive the same keys.
         let (i1, r1) = run();
@@ -373,16 +379,10 @@ mod tests {
         let run = || {
             let ki = Keypair::from_private_key([1; 32]);
             let kr = Keypair::from_private_key([2; 32]);
-            let mut i = start(Role::Initiator, &ki, SeededRng::from_seed([3; 32])).unwrap();
-            let mut r = start(Role::Responder, &kr, SeededRng::from_seed([4; 32])).unwrap();
-            let (mut buf, mut payload) = ([0u8; 1024], [0u8; 1024]);
-            let n = i.write_message(&[], &mut buf).unwrap();
-            r.read_message(&buf[..n], &mut payload).unwrap();
-            let n = r.write_message(b"hello 2", &mut buf).unwrap();
-            i.read_message(&buf[..n], &mut payload).unwrap();
-            let n = i.write_message(b"hello 3", &mut buf).unwrap();
-            r.read_message(&buf[..n], &mut payload).unwrap();
-            (i, r)
+            complete(
+                start(Role::Initiator, &ki, SeededRng::from_seed([3; 32])).unwrap(),
+                start(Role::Responder, &kr, SeededRng::from_seed([4; 32])).unwrap(),
+            )
         };
         let (i1, r1) = run();
         let (mut i2, _) = run();

@@ -556,6 +556,97 @@ impl Independent {
     }
 }
 
+/// The vectors' two connections, from the fixed keys and seeds; the initiator pins the
+/// responder's identity, as when dialing an address with a peer id.
+fn vector_connections(
+    config_i: ConnectionConfig,
+    hello_i: &Hello,
+    hello_r: &Hello,
+) -> (Connection, Connection) {
+    let key_i = Keypair::generate(&mut SeededRng::from_seed(INITIATOR_KEY_SEED));
+    let key_r = Keypair::generate(&mut SeededRng::from_seed(RESPONDER_KEY_SEED));
+    let ini = Connection::new(
+        Role::Initiator,
+        Arc::new(config_i),
+        Arc::new(hello_i.clone()),
+        &key_i,
+        Some(key_r.peer_id()),
+        INITIATOR_CONN_SEED,
+        Timestamp::ZERO,
+    );
+    let res = Connection::new(
+        Role::Responder,
+        Arc::new(ConnectionConfig::default()),
+        Arc::new(hello_r.clone()),
+        &key_r,
+        None,
+        RESPONDER_CONN_SEED,
+        Timestamp::ZERO,
+    );
+    (ini, res)
+}
+
+/// Runs the handshake up to the initiator's reading of message 2: messages 1 and 2, and what
+/// the initiator then emits (message 3 first, then any frames queued before it).
+fn vector_handshake(ini: &mut Connection, res: &mut Connection) -> (Vec<u8>, Vec<u8>, Drained) {
+    let t0 = Timestamp::ZERO;
+    ini.handle_connected(t0);
+    let msg1 = only_transmit(&drain(ini, t0));
+    res.handle_bytes(t0, &msg1);
+    let msg2 = only_transmit(&drain(res, t0));
+    ini.handle_bytes(t0, &msg2);
+    let first = drain(ini, t0);
+    assert_eq!(first.transmits.len(), 2, "message 3, then the first frame");
+    (msg1, msg2, first)
+}
+
+/// The independent peer re-creates the handshake from the printed keys alone, checks that
+/// it produces exactly `msgs` (messages 1, 2 and 3) and reads each side's Hello, and returns
+/// both finished handshake states.
+fn independent_replay(
+    hello_i: &Hello,
+    hello_r: &Hello,
+    msgs: [&[u8]; 3],
+) -> (snow::HandshakeState, snow::HandshakeState) {
+    let key_i = Keypair::generate(&mut SeededRng::from_seed(INITIATOR_KEY_SEED));
+    let key_r = Keypair::generate(&mut SeededRng::from_seed(RESPONDER_KEY_SEED));
+    let eph_i = ephemeral_private_key(INITIATOR_CONN_SEED);
+    let eph_r = ephemeral_private_key(RESPONDER_CONN_SEED);
+    let [msg1, msg2, msg3] = msgs;
+    assert_eq!(
+        Keypair::from_private_key(eph_i).public_key()[..],
+        msg1[2..34],
+        "the initiator's ephemeral key is not derived as ephemeral_private_key() assumes"
+    );
+    assert_eq!(
+        Keypair::from_private_key(eph_r).public_key()[..],
+        msg2[2..34],
+        "the responder's ephemeral key is not derived as ephemeral_private_key() assumes"
+    );
+    let mut hs_i = independent_handshake(true, key_i.private_key(), &eph_i);
+    let mut hs_r = independent_handshake(false, key_r.private_key(), &eph_r);
+    let mut buf = vec![0u8; 65535];
+    let mut payload = vec![0u8; 65535];
+    let n = hs_i.write_message(&[], &mut buf).unwrap();
+    assert_eq!(frame::encode_packet(&buf[..n]), msg1, "message 1");
+    let n = hs_r.read_message(&msg1[2..], &mut payload).unwrap();
+    assert_eq!(n, 0);
+    let hello_r_bytes = hello_r.encode();
+    let n = hs_r.write_message(&hello_r_bytes, &mut buf).unwrap();
+    assert_eq!(frame::encode_packet(&buf[..n]), msg2, "message 2");
+    let n = hs_i.read_message(&msg2[2..], &mut payload).unwrap();
+    assert_eq!(payload[..n], hello_r_bytes[..]);
+    let hello_i_bytes = hello_i.encode();
+    let n = hs_i.write_message(&hello_i_bytes, &mut buf).unwrap();
+    assert_eq!(frame::encode_packet(&buf[..n]), msg3, "message 3");
+    let n = hs_r.read_message(&msg3[2..], &mut payload).unwrap();
+    assert_eq!(payload[..n], hello_i_bytes[..]);
+    assert_eq!(hs_i.get_handshake_hash(), hs_r.get_handshake_hash());
+    assert_eq!(hs_i.get_remote_static().unwrap(), key_r.public_key());
+    assert_eq!(hs_r.get_remote_static().unwrap(), key_i.public_key());
+    (hs_i, hs_r)
+}
+
 fn control_first(batch: &[Message]) -> Vec<Message> {
     let (mut control, data): (Vec<_>, Vec<_>) = batch
         .iter()
@@ -600,30 +691,12 @@ fn vectors() -> String {
     };
     // The initiator sends with a small chunk size so that a chunked message fits on a page;
     // the chunk size is the sender's choice and not negotiated.
-    let config_i = Arc::new(ConnectionConfig {
+    let config_i = ConnectionConfig {
         chunk_size: 512,
         ..ConnectionConfig::default()
-    });
-    let config_r = Arc::new(ConnectionConfig::default());
+    };
     let t0 = Timestamp::ZERO;
-    let mut ini = Connection::new(
-        Role::Initiator,
-        config_i,
-        Arc::new(hello_i.clone()),
-        &key_i,
-        Some(key_r.peer_id()),
-        INITIATOR_CONN_SEED,
-        t0,
-    );
-    let mut res = Connection::new(
-        Role::Responder,
-        config_r,
-        Arc::new(hello_r.clone()),
-        &key_r,
-        None,
-        RESPONDER_CONN_SEED,
-        t0,
-    );
+    let (mut ini, mut res) = vector_connections(config_i, &hello_i, &hello_r);
 
     // Queued before the TCP connect completes: leaves in the first frame after message 3.
     let first_batch = vec![
@@ -649,13 +722,7 @@ fn vectors() -> String {
     }
 
     // Handshake.
-    ini.handle_connected(t0);
-    let msg1 = only_transmit(&drain(&mut ini, t0));
-    res.handle_bytes(t0, &msg1);
-    let msg2 = only_transmit(&drain(&mut res, t0));
-    ini.handle_bytes(t0, &msg2);
-    let first = drain(&mut ini, t0);
-    assert_eq!(first.transmits.len(), 2, "message 3, then the first frame");
+    let (msg1, msg2, first) = vector_handshake(&mut ini, &mut res);
     let msg3 = first.transmits[0].clone();
     assert!(matches!(
         first.events.first(),
@@ -664,38 +731,9 @@ fn vectors() -> String {
     assert_eq!(ini.peer_id(), Some(key_r.peer_id()));
 
     // The independent peer re-creates the handshake from the printed keys alone.
-    assert_eq!(
-        Keypair::from_private_key(eph_i).public_key()[..],
-        msg1[2..34],
-        "the initiator's ephemeral key is not derived as ephemeral_private_key() assumes"
-    );
-    assert_eq!(
-        Keypair::from_private_key(eph_r).public_key()[..],
-        msg2[2..34],
-        "the responder's ephemeral key is not derived as ephemeral_private_key() assumes"
-    );
-    let mut hs_i = independent_handshake(true, key_i.private_key(), &eph_i);
-    let mut hs_r = independent_handshake(false, key_r.private_key(), &eph_r);
-    let mut buf = vec![0u8; 65535];
-    let mut payload = vec![0u8; 65535];
-    let n = hs_i.write_message(&[], &mut buf).unwrap();
-    assert_eq!(frame::encode_packet(&buf[..n]), msg1, "message 1");
-    let n = hs_r.read_message(&msg1[2..], &mut payload).unwrap();
-    assert_eq!(n, 0);
-    let hello_r_bytes = hello_r.encode();
-    let n = hs_r.write_message(&hello_r_bytes, &mut buf).unwrap();
-    assert_eq!(frame::encode_packet(&buf[..n]), msg2, "message 2");
-    let n = hs_i.read_message(&msg2[2..], &mut payload).unwrap();
-    assert_eq!(payload[..n], hello_r_bytes[..]);
-    let hello_i_bytes = hello_i.encode();
-    let n = hs_i.write_message(&hello_i_bytes, &mut buf).unwrap();
-    assert_eq!(frame::encode_packet(&buf[..n]), msg3, "message 3");
-    let n = hs_r.read_message(&msg3[2..], &mut payload).unwrap();
-    assert_eq!(payload[..n], hello_i_bytes[..]);
-    assert_eq!(hs_i.get_handshake_hash(), hs_r.get_handshake_hash());
+    let (hs_i, hs_r) = independent_replay(&hello_i, &hello_r, [&msg1, &msg2, &msg3]);
     let handshake_hash = hs_i.get_handshake_hash().to_vec();
-    assert_eq!(hs_i.get_remote_static().unwrap(), key_r.public_key());
-    assert_eq!(hs_r.get_remote_static().unwrap(), key_i.public_key());
+    let (hello_i_bytes, hello_r_bytes) = (hello_i.encode(), hello_r.encode());
     let mut indep = Independent {
         initiator: hs_i.into_transport_mode().unwrap(),
         responder: hs_r.into_transport_mode().unwrap(),
@@ -1057,10 +1095,6 @@ fn vectors() -> String {
 /// the printed keys reproduces the handshake, and snow's own AESGCM cipher function, keyed
 /// with the raw `Split()` keys, opens both frames.
 fn aes_vectors(out: &mut String) {
-    let key_i = Keypair::generate(&mut SeededRng::from_seed(INITIATOR_KEY_SEED));
-    let key_r = Keypair::generate(&mut SeededRng::from_seed(RESPONDER_KEY_SEED));
-    let eph_i = ephemeral_private_key(INITIATOR_CONN_SEED);
-    let eph_r = ephemeral_private_key(RESPONDER_CONN_SEED);
     let hello_i = Hello {
         network_id: "silver-vectors".into(),
         versions: vec![1, 2],
@@ -1076,25 +1110,7 @@ fn aes_vectors(out: &mut String) {
         agent: "vectors-responder/2".into(),
     };
     let t0 = Timestamp::ZERO;
-    let config = Arc::new(ConnectionConfig::default());
-    let mut ini = Connection::new(
-        Role::Initiator,
-        config.clone(),
-        Arc::new(hello_i.clone()),
-        &key_i,
-        Some(key_r.peer_id()),
-        INITIATOR_CONN_SEED,
-        t0,
-    );
-    let mut res = Connection::new(
-        Role::Responder,
-        config,
-        Arc::new(hello_r.clone()),
-        &key_r,
-        None,
-        RESPONDER_CONN_SEED,
-        t0,
-    );
+    let (mut ini, mut res) = vector_connections(ConnectionConfig::default(), &hello_i, &hello_r);
     let to_responder = Message::Transaction {
         data: bytes_of(b"tx-aes"),
     };
@@ -1103,13 +1119,7 @@ fn aes_vectors(out: &mut String) {
         data: bytes_of(b"app-aes"),
     };
     ini.send(to_responder.clone()).unwrap();
-    ini.handle_connected(t0);
-    let msg1 = only_transmit(&drain(&mut ini, t0));
-    res.handle_bytes(t0, &msg1);
-    let msg2 = only_transmit(&drain(&mut res, t0));
-    ini.handle_bytes(t0, &msg2);
-    let first = drain(&mut ini, t0);
-    assert_eq!(first.transmits.len(), 2, "message 3, then the first frame");
+    let (msg1, msg2, first) = vector_handshake(&mut ini, &mut res);
     let (msg3, f1) = (first.transmits[0].clone(), first.transmits[1].clone());
     res.handle_bytes(t0, &msg3);
     res.handle_bytes(t0, &f1);
@@ -1145,18 +1155,7 @@ fn aes_vectors(out: &mut String) {
     );
 
     // The independent side: the handshake from the printed keys, then AESGCM by hand.
-    let mut hs_i = independent_handshake(true, key_i.private_key(), &eph_i);
-    let mut hs_r = independent_handshake(false, key_r.private_key(), &eph_r);
-    let (mut buf, mut payload) = (vec![0u8; 65535], vec![0u8; 65535]);
-    let n = hs_i.write_message(&[], &mut buf).unwrap();
-    assert_eq!(frame::encode_packet(&buf[..n]), msg1, "AES message 1");
-    hs_r.read_message(&msg1[2..], &mut payload).unwrap();
-    let n = hs_r.write_message(&hello_r.encode(), &mut buf).unwrap();
-    assert_eq!(frame::encode_packet(&buf[..n]), msg2, "AES message 2");
-    hs_i.read_message(&msg2[2..], &mut payload).unwrap();
-    let n = hs_i.write_message(&hello_i.encode(), &mut buf).unwrap();
-    assert_eq!(frame::encode_packet(&buf[..n]), msg3, "AES message 3");
-    hs_r.read_message(&msg3[2..], &mut payload).unwrap();
+    let (mut hs_i, _) = independent_replay(&hello_i, &hello_r, [&msg1, &msg2, &msg3]);
     let (k1, k2) = hs_i.dangerously_get_raw_split();
     let open = |key: &[u8; 32], nonce: u64, packet: &[u8]| {
         use snow::resolvers::CryptoResolver;
