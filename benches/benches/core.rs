@@ -120,7 +120,7 @@ fn hello(name: &str) -> Arc<Hello> {
     Arc::new(Hello {
         network_id: "bench".into(),
         versions: vec![PROTOCOL_VERSION],
-        capabilities: Capabilities(Capabilities::ALL.0 & !Capabilities::AES_GCM.0),
+        capabilities: Capabilities::ALL.without(Capabilities::AES_GCM),
         listen_addrs: vec![],
         agent: name.into(),
     })

@@ -45,10 +45,9 @@ pub fn cipher() -> CipherPreference {
 /// The transport AEAD two benchmark nodes agree on on this machine (the scenarios that
 /// depend on it also report what their connection used, from its statistics).
 pub fn transport_suite() -> &'static str {
-    match cipher().resolve(silver_p2p::driver::has_aes_instructions()) {
-        CipherPreference::Aes256Gcm => "aes-256-gcm",
-        _ => "chacha20-poly1305",
-    }
+    cipher()
+        .resolve(silver_p2p::driver::has_aes_instructions())
+        .name()
 }
 
 /// How long a scenario waits for one expected event before it gives up with a failure

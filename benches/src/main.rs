@@ -48,15 +48,8 @@ struct Cli {
     /// The nodes' `cipher` setting: auto (the library default: AES-256-GCM where the CPU
     /// has AES instructions), chacha20-poly1305 (the AEAD rust-libp2p's Noise uses) or
     /// aes-256-gcm.
-    #[arg(long, default_value = "auto", value_parser = parse_cipher, global = true)]
+    #[arg(long, default_value = "auto", global = true)]
     cipher: silver_p2p::node::CipherPreference,
-}
-
-/// Parses `--cipher` with the configuration file's names.
-fn parse_cipher(s: &str) -> Result<silver_p2p::node::CipherPreference, String> {
-    silver_p2p::node::NodeConfig::from_toml(&format!("cipher = {s:?}"))
-        .map(|c| c.cipher)
-        .map_err(|_| format!("{s}: expected auto, chacha20-poly1305 or aes-256-gcm"))
 }
 
 /// The scenarios, named as in the anchor.

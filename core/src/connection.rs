@@ -841,18 +841,7 @@ impl Connection {
         let Crypto::Handshake(hs) = std::mem::replace(&mut self.crypto, Crypto::None) else {
             return;
         };
-        // The transport suite follows from both Hellos and the version they share (with no
-        // common version the connection closes below, in ChaCha20-Poly1305).
-        let suite = negotiate_version(&self.local_hello.versions, &hello.versions).map_or(
-            TransportSuite::ChaCha20Poly1305,
-            |version| {
-                TransportSuite::negotiate(
-                    version,
-                    self.local_hello.capabilities,
-                    hello.capabilities,
-                )
-            },
-        );
+        let suite = TransportSuite::negotiate(&self.local_hello, &hello);
         match TransportCipher::from_handshake(*hs, suite) {
             Ok(t) => {
                 self.crypto = Crypto::Transport(Box::new(t));

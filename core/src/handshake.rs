@@ -8,7 +8,7 @@
 //! snow's transport mode, without its copies), with the AEAD both Hellos agreed on
 //! ([`TransportSuite`]): ChaCha20-Poly1305, or AES-256-GCM when both sides prefer it.
 
-use crate::hello::{Capabilities, AES_GCM_SINCE_VERSION};
+use crate::hello::{negotiate_version, Capabilities, Hello, AES_GCM_SINCE_VERSION};
 use crate::identity::{Keypair, PeerId, KEY_LEN};
 use crate::rng::{SeededResolver, SeededRng};
 
@@ -108,16 +108,18 @@ pub enum TransportSuite {
 }
 
 impl TransportSuite {
-    /// The suite for a connection that negotiated protocol `version` between nodes
-    /// advertising `ours` and `theirs`: AES-256-GCM when both carry
-    /// [`Capabilities::AES_GCM`] and the version gives the bit its meaning (at least
-    /// [`AES_GCM_SINCE_VERSION`]), ChaCha20-Poly1305 otherwise. Both sides compute the same
-    /// answer from the same two authenticated Hellos; a peer that knows nothing of the bit
-    /// speaks only version 1, so it gets ChaCha20-Poly1305 whatever bits it sets.
-    pub fn negotiate(version: u32, ours: Capabilities, theirs: Capabilities) -> TransportSuite {
+    /// The suite for a connection between the senders of Hellos `ours` and `theirs`:
+    /// AES-256-GCM when both carry [`Capabilities::AES_GCM`] and the version they share gives
+    /// the bit its meaning (at least [`AES_GCM_SINCE_VERSION`]), ChaCha20-Poly1305 otherwise
+    /// (with no shared version too: the connection then closes, in ChaCha20-Poly1305). Both
+    /// sides compute the same answer from the same two authenticated Hellos; a peer that
+    /// knows nothing of the bit speaks only version 1, so it gets ChaCha20-Poly1305 whatever
+    /// bits it sets.
+    pub fn negotiate(ours: &Hello, theirs: &Hello) -> TransportSuite {
+        let version = negotiate_version(&ours.versions, &theirs.versions).unwrap_or(0);
         if version >= AES_GCM_SINCE_VERSION
-            && ours.contains(Capabilities::AES_GCM)
-            && theirs.contains(Capabilities::AES_GCM)
+            && ours.capabilities.contains(Capabilities::AES_GCM)
+            && theirs.capabilities.contains(Capabilities::AES_GCM)
         {
             TransportSuite::Aes256Gcm
         } else {
@@ -159,8 +161,8 @@ impl core::fmt::Display for TransportSuite {
 }
 
 /// Most bytes one AES-256-GCM key may seal: the bound of the Noise specification's security
-/// considerations ("data volumes"), past which AES-GCM's security wears down. About a year of 2 GB/s on one
-/// connection; ChaCha20-Poly1305 has no such bound short of its nonces.
+/// considerations ("data volumes"), past which AES-GCM's security wears down. About a year
+/// of 2 GB/s on one connection; ChaCha20-Poly1305 has no such bound short of its nonces.
 pub const AES_GCM_MAX_BYTES_PER_KEY: u64 = 1 << 56;
 
 /// The transport phase of one connection: a key and nonce counter per direction in the
@@ -416,22 +418,34 @@ mod tests {
 
     #[test]
     fn aes_gcm_only_when_both_hellos_ask_for_it_in_version_2() {
+        let hello = |versions: &[u32], capabilities| Hello {
+            network_id: "n".into(),
+            versions: versions.to_vec(),
+            capabilities,
+            listen_addrs: vec![],
+            agent: "a".into(),
+        };
         let aes = Capabilities::GOSSIP | Capabilities::AES_GCM;
         let plain = Capabilities::GOSSIP;
         assert_eq!(
-            TransportSuite::negotiate(2, aes, aes),
+            TransportSuite::negotiate(&hello(&[1, 2], aes), &hello(&[2], aes)),
             TransportSuite::Aes256Gcm
         );
         for (ours, theirs) in [(aes, plain), (plain, aes), (plain, plain)] {
             assert_eq!(
-                TransportSuite::negotiate(2, ours, theirs),
+                TransportSuite::negotiate(&hello(&[1, 2], ours), &hello(&[1, 2], theirs)),
                 TransportSuite::ChaCha20Poly1305
             );
         }
         // In version 1 the bit meant nothing: a version-1 peer that happens to set it is not
         // taken to speak AES-256-GCM.
         assert_eq!(
-            TransportSuite::negotiate(1, aes, aes),
+            TransportSuite::negotiate(&hello(&[1, 2], aes), &hello(&[1], aes)),
+            TransportSuite::ChaCha20Poly1305
+        );
+        // Nor is a peer that shares no version at all.
+        assert_eq!(
+            TransportSuite::negotiate(&hello(&[2], aes), &hello(&[3], aes)),
             TransportSuite::ChaCha20Poly1305
         );
     }

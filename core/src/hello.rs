@@ -48,6 +48,11 @@ impl Capabilities {
     pub fn contains(self, other: Capabilities) -> bool {
         self.0 & other.0 == other.0
     }
+
+    /// These bits with every bit of `other` cleared.
+    pub fn without(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 & !other.0)
+    }
 }
 
 impl core::ops::BitOr for Capabilities {

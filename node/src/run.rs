@@ -104,19 +104,13 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     // Bootstrap peers are added once the event stream exists, so the first failed dial to
     // one is logged too (events before the first subscription are not kept).
     let bootstrap: Vec<PeerAddr> = std::mem::take(&mut opts.config.bootstrap);
-    // What the node will ask its peers for (the adapter resolves `auto` the same way).
-    let cipher = opts
-        .config
-        .cipher
-        .resolve(silver_p2p_driver::has_aes_instructions());
     let node = NetworkManager::with_options(opts)
         .start()
         .await
         .map_err(start_error)?;
     let addrs: Vec<String> = node.listen_addrs().iter().map(|a| a.to_string()).collect();
     info!(
-        "node {} on network {network:?} listening on {} (data dir {}; transport cipher {cipher}, \
-         used with peers that ask for it too)",
+        "node {} on network {network:?} listening on {} (data dir {})",
         node.peer_id(),
         addrs.join(", "),
         args.data_dir.display()

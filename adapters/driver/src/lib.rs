@@ -1,10 +1,11 @@
 //! # silver-p2p-driver
 //!
 //! Everything the runtime adapters share, written once: the clock that turns `Instant`s into
-//! core [`Timestamp`](silver_p2p_core::Timestamp)s, [`DriverCore`] (the node plus the glue that turns its outputs into
-//! socket actions and its events into answers for the handle), the generic async run loop
-//! over a four-method-sized [`Runtime`] trait, the [`NetworkHandle`] API users call, and the
-//! node's files (identity key, address book and ban snapshot).
+//! core [`Timestamp`](silver_p2p_core::Timestamp)s, [`DriverCore`] (the node plus the glue
+//! that turns its outputs into socket actions and its events into answers for the handle),
+//! the generic async run loop over a four-method-sized [`Runtime`] trait, the
+//! [`NetworkHandle`] API users call, and the node's files (identity key, address book and
+//! ban snapshot).
 //!
 //! A runtime crate (tokio, smol, async-std) only implements [`Runtime`]: spawn, a timer, and
 //! TCP listen/accept/connect with split read and write halves. The std-thread adapter drives

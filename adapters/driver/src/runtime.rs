@@ -263,6 +263,10 @@ pub fn prepare(
         );
     }
     config.cipher = config.cipher.resolve(has_aes);
+    tracing::info!(
+        "transport cipher {} (used with peers that ask for it too)",
+        config.cipher
+    );
     let clock = Clock::new();
     let mut node = Node::new(config, key, os_seed()?, clock.now())?;
     if let Some(f) = &files {

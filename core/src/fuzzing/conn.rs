@@ -10,9 +10,9 @@ use bytes::Bytes;
 use crate::frame::{encode_packet, PacketDecoder, MAX_PACKET_LEN};
 use crate::handshake::{self, Role, TransportCipher, TransportSuite, MAX_NOISE_MESSAGE};
 use crate::{
-    negotiate_version, Capabilities, Connection, ConnectionConfig, ConnectionEvent,
-    ConnectionOutput, ConnectionState, GoodbyeReason, Hello, Keypair, Message, PeerAddr, PeerId,
-    SeededRng, Timestamp, PROTOCOL_VERSION,
+    Capabilities, Connection, ConnectionConfig, ConnectionEvent, ConnectionOutput, ConnectionState,
+    GoodbyeReason, Hello, Keypair, Message, PeerAddr, PeerId, SeededRng, Timestamp,
+    PROTOCOL_VERSION,
 };
 
 /// The network id of every connection under test.
@@ -28,7 +28,7 @@ pub(super) fn hello_asking(agent: &str, aes_gcm: bool) -> Arc<Hello> {
     let capabilities = if aes_gcm {
         Capabilities::ALL
     } else {
-        Capabilities(Capabilities::ALL.0 & !Capabilities::AES_GCM.0)
+        Capabilities::ALL.without(Capabilities::AES_GCM)
     };
     Arc::new(Hello {
         network_id: NETWORK.into(),
@@ -223,10 +223,7 @@ impl NoisePeer {
             let hellos =
                 |payloads: &[Vec<u8>]| payloads.iter().rev().find_map(|p| Hello::decode(p).ok());
             let suite = match (hellos(&self.sent_payloads), hellos(&self.received_payloads)) {
-                (Some(ours), Some(theirs)) => negotiate_version(&ours.versions, &theirs.versions)
-                    .map_or(TransportSuite::ChaCha20Poly1305, |v| {
-                        TransportSuite::negotiate(v, ours.capabilities, theirs.capabilities)
-                    }),
+                (Some(ours), Some(theirs)) => TransportSuite::negotiate(&ours, &theirs),
                 _ => TransportSuite::ChaCha20Poly1305,
             };
             match TransportCipher::from_handshake(hs, suite) {

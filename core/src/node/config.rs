@@ -134,6 +134,27 @@ impl std::fmt::Display for CipherPreference {
     }
 }
 
+impl std::str::FromStr for CipherPreference {
+    type Err = ConfigError;
+
+    /// Parses the names configuration files use (for command-line flags, say).
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        [
+            CipherPreference::Auto,
+            CipherPreference::ChaCha20Poly1305,
+            CipherPreference::Aes256Gcm,
+        ]
+        .into_iter()
+        .find(|c| c.name() == s)
+        .ok_or_else(|| {
+            ConfigError::new(
+                "cipher",
+                format!("{s:?} is not one of auto, chacha20-poly1305, aes-256-gcm"),
+            )
+        })
+    }
+}
+
 /// Connection counts and eviction protection.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -734,8 +755,12 @@ mod tests {
             let back = toml::to_string(&c).unwrap();
             assert!(back.contains(&format!("cipher = \"{text}\"")), "{back}");
             assert_eq!(expected.to_string(), text);
+            assert_eq!(text.parse::<CipherPreference>(), Ok(expected));
         }
         let e = NodeConfig::from_toml("cipher = \"aes-128-gcm\"\n").unwrap_err();
+        assert!(e.to_string().contains("aes-128-gcm"), "{e}");
+        let e = "aes-128-gcm".parse::<CipherPreference>().unwrap_err();
+        assert_eq!(e.field, "cipher");
         assert!(e.to_string().contains("aes-128-gcm"), "{e}");
         assert_eq!(
             CipherPreference::Auto.resolve(true),

@@ -467,9 +467,9 @@ impl Node {
         let addrbook = AddressBook::new(config.address_book.clone(), rng.derive_seed(b"addrbook"));
         // Only a tree-gossip node understands being made lazy: a flood node advertising it
         // would be pruned and then hear nothing from its tree peers.
-        let mut capabilities = Capabilities(
-            config.capabilities.0 & !(Capabilities::LAZY_GOSSIP.0 | Capabilities::AES_GCM.0),
-        );
+        let mut capabilities = config
+            .capabilities
+            .without(Capabilities::LAZY_GOSSIP | Capabilities::AES_GCM);
         if config.gossip.mode == GossipMode::Tree {
             capabilities = capabilities | Capabilities::LAZY_GOSSIP;
         }

@@ -412,7 +412,7 @@ impl RawPeer {
         // Speaks ChaChaPoly only, like an implementation that never sets `AES_GCM`: the
         // victim must fall back to it.
         let raw_hello = Hello {
-            capabilities: Capabilities(Capabilities::ALL.0 & !Capabilities::AES_GCM.0),
+            capabilities: Capabilities::ALL.without(Capabilities::AES_GCM),
             ..hello("raw")
         };
         let n = hs.write_message(&raw_hello.encode(), &mut buf).unwrap();
