@@ -14,9 +14,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use silver_p2p_driver::{BoxFuture, ReadHalf, Runtime, WriteHalf};
@@ -49,7 +51,22 @@ impl ReadHalf for Reader {
         self.0.try_read(buf)
     }
     fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        self.0.try_read_buf(buf)
+        // Through `AsyncRead` rather than `try_read_buf`: tokio's `poll_read` takes a read
+        // that leaves part of the buffer empty as proof the socket is drained and clears
+        // its readiness, where `try_read_buf` keeps it set until a read fails. Without that,
+        // every message that arrives alone (a broadcast's copy, a request) costs a second
+        // read that only returns `WouldBlock`, and a second turn of the loop.
+        //
+        // Outside tokio's cooperative budget: with the budget spent, `poll_read` returns
+        // `Pending` without reading and wakes the waker it was given, here a no-op one.
+        // Taken for `WouldBlock`, that would leave the readiness set and the loop reading
+        // the same socket again and again within one poll, never yielding to refill the
+        // budget. Unconstrained, `Pending` means the socket really has nothing.
+        let read = std::pin::pin!(tokio::task::coop::unconstrained(self.0.read_buf(buf)));
+        match read.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
     fn supports_readiness(&self) -> bool {
         true

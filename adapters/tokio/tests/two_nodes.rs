@@ -58,3 +58,42 @@ async fn a_port_in_use_is_a_clear_error() {
         .unwrap_err();
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
+
+/// The loop reads a socket many times within one poll of its task when many messages
+/// arrive; tokio's cooperative budget (128 operations a poll) must not turn a read into a
+/// spurious `WouldBlock`, which would leave the readiness set and the loop spinning on it.
+#[tokio::test]
+async fn a_reader_keeps_reading_past_the_cooperative_budget() {
+    use silver_p2p_driver::{ReadHalf, Runtime, WriteHalf};
+    use silver_p2p_tokio::Tokio;
+    use std::sync::Arc;
+
+    const TOTAL: usize = 4096;
+    const PER_READ: usize = 8;
+    let rt = Tokio;
+    let (listener, addr) = rt.bind(loopback()[0]).await.unwrap();
+    let (dialed, accepted) = tokio::join!(rt.connect(addr), rt.accept(Arc::new(listener)));
+    let (mut reader, _writer) = dialed.unwrap();
+    let (_reader, mut writer, _) = accepted.unwrap();
+    writer.write_all(&[7; TOTAL]).await.unwrap();
+    reader.readable().await.unwrap();
+    // Loopback has delivered everything by now; from here on nothing awaits, so every read
+    // below happens in one poll. Each fills its 8 bytes, so the readiness stays set.
+    let (mut got, mut reads) = (0, 0);
+    while got < TOTAL {
+        let mut buf = Vec::with_capacity(PER_READ);
+        match reader.try_read_buf(&mut buf) {
+            Ok(0) => panic!("end of stream after {got} bytes"),
+            Ok(n) => {
+                assert!(buf.iter().all(|&b| b == 7));
+                got += n;
+                reads += 1;
+            }
+            Err(e) => panic!("read {reads} failed after {got} of {TOTAL} bytes: {e}"),
+        }
+    }
+    assert!(
+        reads > 128,
+        "the test must outlast the budget: {reads} reads"
+    );
+}
