@@ -5,6 +5,11 @@
 #   benches/compare.sh                       # from the repository root
 #   ANCHOR_DIR=../shared/anchors/libp2p-bench ROUNDS=3 OUT=/tmp/compare.jsonl benches/compare.sh
 #   CIPHERS="auto chacha20-poly1305" benches/compare.sh   # our suite once per --cipher
+#   PINNING="off on" benches/compare.sh      # both sides as scheduled, then with pinned workers
+#
+# PINNING "on" runs both implementations under benches/pin_workers.py, which gives each
+# tokio worker thread a CPU of its own (see that script for why); their lines then carry
+# "pinned": true. The default, "off", leaves the scheduling to the kernel.
 #
 # Builds both in release first (the anchor is a standalone cargo project: about 3 minutes
 # the first time). Every line of OUT is one scenario run as JSON, with a "round" field. Run
@@ -14,6 +19,7 @@ cd "$(dirname "$0")/.."
 anchor_dir="${ANCHOR_DIR:-../shared/anchors/libp2p-bench}"
 rounds="${ROUNDS:-3}"
 ciphers="${CIPHERS:-auto}"
+pinning="${PINNING:-off}"
 out="${OUT:-target/compare.jsonl}"
 cargo build --release -q -p silver-p2p-bench
 (cd "$anchor_dir" && cargo build --release -q)
@@ -32,14 +38,21 @@ anchor_scenarios=(
 )
 : >"$out"
 for r in $(seq 1 "$rounds"); do
-  for c in $ciphers; do
-    echo "round $r: silver-p2p --cipher $c" >&2
-    timeout 900 "$ours" all --cipher "$c" | sed "s/^{/{\"round\":$r,/" >>"$out"
-  done
-  for a in "${anchor_scenarios[@]}"; do
-    echo "round $r: rust-libp2p $a" >&2
-    # shellcheck disable=SC2086 # the scenario string holds several arguments
-    timeout 170 "$anchor" $a | sed "s/^{/{\"round\":$r,/" >>"$out" || true
+  for p in $pinning; do
+    case $p in
+      on) run=(benches/pin_workers.py) tag="\"round\":$r,\"pinned\":true," ;;
+      off) run=() tag="\"round\":$r," ;;
+      *) echo "PINNING takes off and on, not $p" >&2; exit 2 ;;
+    esac
+    for c in $ciphers; do
+      echo "round $r: silver-p2p --cipher $c, pinning $p" >&2
+      timeout 900 "${run[@]}" "$ours" all --cipher "$c" | sed "s/^{/{$tag/" >>"$out"
+    done
+    for a in "${anchor_scenarios[@]}"; do
+      echo "round $r: rust-libp2p $a, pinning $p" >&2
+      # shellcheck disable=SC2086 # the scenario string holds several arguments
+      timeout 170 "${run[@]}" "$anchor" $a | sed "s/^{/{$tag/" >>"$out" || true
+    done
   done
 done
 python3 - "$out" <<'PY'
@@ -55,12 +68,12 @@ def headline(d):
 groups = collections.OrderedDict()
 for d in rows:
     p = d.get("params") or {}
-    key = (d["scenario"], p.get("writer"), p.get("subscribers"), d["impl"], d.get("transport_aead"))
+    key = (d["scenario"], p.get("writer"), p.get("subscribers"), d["impl"], d.get("transport_aead"), d.get("pinned", False))
     groups.setdefault(key, []).append(d)
-for (scenario, writer, subs, impl, aead), ds in groups.items():
+for (scenario, writer, subs, impl, aead, pinned), ds in groups.items():
     values = sorted(headline(d) for d in ds)
     other = max(d.get("host_cpu_during", {}).get("other_pct", 0) for d in ds)
     label = scenario + (f" {writer}" if writer else "") + (f" P={subs}" if subs else "")
-    impl = impl + (f" {aead}" if aead else "")
+    impl = impl + (f" {aead}" if aead else "") + (" pinned" if pinned else "")
     print(f"{label:28} {impl:30} median {values[len(values)//2]:>12} runs {values} max other_pct {other}")
 PY
