@@ -55,14 +55,18 @@ pub trait ReadHalf: Send + 'static {
 
     /// Reads what is available without waiting: `Ok(0)` is end of stream, `WouldBlock`
     /// means nothing was (a spurious readiness). Called only after
-    /// [`ReadHalf::readable`] succeeded.
+    /// [`ReadHalf::readable`] succeeded. `WouldBlock` must leave the half not ready, so the
+    /// next `readable` waits for new bytes: returning it for any other reason (a spent
+    /// scheduling budget, a busy lock) while the socket holds data makes the loop read the
+    /// same socket again at once, without end.
     fn try_read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
     }
 
     /// [`ReadHalf::try_read`] appending to `buf`'s spare capacity (at least one byte of
-    /// it). Runtimes that can read into uninitialised memory override it (tokio's
-    /// `try_read_buf`); the default zero-fills the spare capacity first.
+    /// it), with the same rule for `WouldBlock`. Runtimes that can read into uninitialised
+    /// memory override it (tokio's `AsyncRead`); the default zero-fills the spare capacity
+    /// first.
     fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         let start = buf.len();
         buf.resize(buf.capacity().max(start + 1), 0);
