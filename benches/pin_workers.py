@@ -55,7 +55,7 @@ def main():
         sys.exit(__doc__)
     cpus = sorted(os.sched_getaffinity(0))
     proc = subprocess.Popen(sys.argv[1:])
-    pinned = set()  # (pid, tid)
+    seen = set()  # (pid, tid) of every thread already looked at, pinned or not
     next_cpu = {}  # pid -> index of the CPU its next worker gets
     while proc.poll() is None:
         for pid in descendants(proc.pid):
@@ -64,8 +64,9 @@ def main():
             except OSError:
                 continue
             for tid in sorted(tids, key=int):
-                if (pid, tid) in pinned:
+                if (pid, tid) in seen:
                     continue
+                seen.add((pid, tid))
                 try:
                     with open(f"/proc/{pid}/task/{tid}/comm") as f:
                         name = f.read().strip()
@@ -79,7 +80,6 @@ def main():
                     os.sched_setaffinity(int(tid), {cpus[i % len(cpus)]})
                 except OSError:
                     pass  # the thread ended meanwhile
-                pinned.add((pid, tid))
         time.sleep(POLL_S)
     sys.exit(proc.returncode)
 
