@@ -464,6 +464,14 @@ fn only_transmit(d: &Drained) -> Vec<u8> {
     d.transmits[0].clone()
 }
 
+/// Carries `from`'s one pending transmit to `to`: returns the packet and what `to` delivered.
+fn carry(from: &mut Connection, to: &mut Connection, now: Timestamp) -> (Vec<u8>, Vec<Message>) {
+    let packet = only_transmit(&drain(from, now));
+    to.handle_bytes(now, &packet);
+    let delivered = delivered_messages(&drain(to, now));
+    (packet, delivered)
+}
+
 fn delivered_messages(d: &Drained) -> Vec<Message> {
     d.events
         .iter()
@@ -776,12 +784,8 @@ fn vectors() -> String {
     for m in &answers {
         res.send(m.clone()).unwrap();
     }
-    let packet = only_transmit(&drain(&mut res, t0));
-    ini.handle_bytes(t0, &packet);
-    assert_eq!(
-        delivered_messages(&drain(&mut ini, t0)),
-        control_first(&answers)
-    );
+    let (packet, delivered) = carry(&mut res, &mut ini, t0);
+    assert_eq!(delivered, control_first(&answers));
     frames.push(indep.frame(
         "F2: the responder's answers",
         false,
@@ -1136,23 +1140,15 @@ fn aes_vectors(out: &mut String) {
         );
     }
     res.send(to_initiator.clone()).unwrap();
-    let f2 = only_transmit(&drain(&mut res, t0));
-    ini.handle_bytes(t0, &f2);
-    assert_eq!(
-        delivered_messages(&drain(&mut ini, t0)),
-        vec![to_initiator.clone()]
-    );
+    let (f2, delivered) = carry(&mut res, &mut ini, t0);
+    assert_eq!(delivered, vec![to_initiator.clone()]);
     // A second packet in one direction: nonce 1, where the byte order shows.
     let second = Message::Transaction {
         data: bytes_of(b"tx-aes-2"),
     };
     ini.send(second.clone()).unwrap();
-    let f3 = only_transmit(&drain(&mut ini, t0));
-    res.handle_bytes(t0, &f3);
-    assert_eq!(
-        delivered_messages(&drain(&mut res, t0)),
-        vec![second.clone()]
-    );
+    let (f3, delivered) = carry(&mut ini, &mut res, t0);
+    assert_eq!(delivered, vec![second.clone()]);
 
     // The independent side: the handshake from the printed keys, then AESGCM by hand.
     let (mut hs_i, _) = independent_replay(&hello_i, &hello_r, [&msg1, &msg2, &msg3]);
