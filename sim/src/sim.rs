@@ -869,6 +869,13 @@ impl Sim {
         if let Some(f) = &self.scenario.config_fn {
             f(NodeId(i), &mut config);
         }
+        // `auto` becomes AES-256-GCM, as the adapters resolve it on every CPU with AES
+        // instructions (nearly every x86-64 and 64-bit Arm machine), where it costs about
+        // half the CPU of ChaCha20-Poly1305. Resolved the same on every machine, never by
+        // this one's CPU: the cipher bit changes the Hello's length, so a machine-dependent
+        // choice would make a seed replay differently elsewhere. A scenario that sets the
+        // cipher keeps it.
+        config.cipher = config.cipher.resolve(true);
         if let Err(e) = config.validate() {
             panic!("invalid node configuration for n{i}: {e}");
         }

@@ -45,3 +45,34 @@ fn the_trace_covers_what_nodes_do() {
     b.assert_ok();
     assert_ne!(a.trace_hash, b.trace_hash);
 }
+
+#[test]
+fn auto_cipher_is_aes_gcm_on_every_machine() {
+    // A seed must replay the same trace on any machine, and the cipher bit changes the
+    // Hello's length: so `auto` resolves to one fixed suite in the simulator, not by this
+    // CPU, while a scenario that names a cipher keeps it.
+    use silver_p2p_core::node::CipherPreference;
+    use silver_p2p_core::{Timestamp, TransportSuite};
+    use silver_p2p_sim::{NodeId, Scenario, Sim};
+    use std::time::Duration;
+    let suites = |scenario: Scenario| {
+        let mut sim = Sim::new(scenario.seed(5).duration(Duration::from_secs(30)));
+        sim.run_until(Timestamp::from_secs(20));
+        let suites: Vec<_> = (0..6)
+            .filter_map(|i| sim.node(NodeId(i)))
+            .flat_map(|n| n.stats(sim.now()).per_peer)
+            .map(|p| p.stats.transport_suite)
+            .collect();
+        sim.run();
+        sim.report().assert_ok();
+        assert!(!suites.is_empty(), "nodes connected");
+        suites
+    };
+    let auto = suites(Scenario::new(6));
+    assert!(auto.iter().all(|s| *s == Some(TransportSuite::Aes256Gcm)));
+    let chacha =
+        suites(Scenario::new(6).configure(|_, c| c.cipher = CipherPreference::ChaCha20Poly1305));
+    assert!(chacha
+        .iter()
+        .all(|s| *s == Some(TransportSuite::ChaCha20Poly1305)));
+}

@@ -89,9 +89,10 @@ impl Default for NodeConfig {
 pub enum CipherPreference {
     /// AES-256-GCM where this CPU has AES and carry-less multiply instructions (x86-64
     /// AES-NI and PCLMULQDQ, Arm AES and PMULL), ChaCha20-Poly1305 elsewhere. The adapters
-    /// resolve it when they start a node ([`CipherPreference::resolve`]); the core reads
-    /// nothing from its environment, so a node started with `Auto` unresolved (in the
-    /// simulator, say) asks for ChaCha20-Poly1305 and behaves the same on every machine.
+    /// resolve it by the CPU when they start a node ([`CipherPreference::resolve`]), the
+    /// simulator to AES-256-GCM on every machine; the core reads nothing from its
+    /// environment, so a node started with `Auto` unresolved asks for ChaCha20-Poly1305 and
+    /// behaves the same on every machine.
     #[default]
     Auto,
     /// Always ChaCha20-Poly1305.
