@@ -84,7 +84,43 @@ pub(crate) struct Ledger {
     pub requests_sent: u64,
     pub requests_answered: u64,
     pub requests_failed: u64,
+    /// Commands the sending node refused at once (broadcasts, unicasts, requests), and the
+    /// first refusal's reason: a scenario whose workload the nodes cannot carry (a payload
+    /// over `max_message_size`, say) tests less than it seems to.
+    pub refused: Refused,
     violations: Vec<(&'static str, String)>,
+}
+
+/// Workload commands the sending node refused (see [`Ledger::refused`]).
+#[derive(Debug, Clone, Default)]
+pub struct Refused {
+    pub broadcasts: u64,
+    pub unicasts: u64,
+    pub requests: u64,
+    /// The first refusal: what was refused and the node's error.
+    pub first: Option<String>,
+}
+
+/// What kind of workload command a node refused.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusable {
+    Broadcast,
+    Unicast,
+    Request,
+}
+
+impl Refused {
+    pub fn note(&mut self, what: Refusable, error: &dyn std::fmt::Display) {
+        let (count, name) = match what {
+            Refusable::Broadcast => (&mut self.broadcasts, "broadcast"),
+            Refusable::Unicast => (&mut self.unicasts, "unicast"),
+            Refusable::Request => (&mut self.requests, "request"),
+        };
+        *count += 1;
+        if self.first.is_none() {
+            self.first = Some(format!("{name}: {error}"));
+        }
+    }
 }
 
 fn peer_word(p: &silver_p2p_core::PeerId) -> u64 {

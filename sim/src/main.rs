@@ -30,8 +30,8 @@ struct Args {
     /// Scenario to run (see --list).
     #[arg(long, default_value = "steady")]
     scenario: String,
-    /// Initial honest nodes.
-    #[arg(long, default_value_t = 100)]
+    /// Initial honest nodes (at least 1).
+    #[arg(long, default_value_t = 100, value_parser = parse_nodes)]
     nodes: usize,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 0)]
@@ -85,6 +85,14 @@ struct Args {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+}
+
+fn parse_nodes(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a simulation needs at least one node".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_gossip_mode(s: &str) -> Result<GossipMode, String> {
@@ -281,6 +289,15 @@ fn main() -> ExitCode {
     }
     let mut report = sim.report();
     report.memory.process_peak_rss_bytes = process_peak_rss();
+    if let Some(first) = &report.first_refusal {
+        eprintln!(
+            "warning: the nodes refused {} broadcasts, {} unicasts and {} requests of the \
+             workload, so the run tested less than asked (first: {first})",
+            report.broadcasts.refused,
+            report.delivery.unicasts_refused,
+            report.delivery.requests_refused
+        );
+    }
     if args.json {
         println!("{}", report.to_json());
     } else {

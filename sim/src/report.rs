@@ -81,6 +81,9 @@ pub struct Degrees {
 pub struct Broadcasts {
     /// Broadcasts sent by the workload and the schedule.
     pub sent: u64,
+    /// Broadcasts the origin node refused (not counted in `sent`): see
+    /// [`Report::first_refusal`].
+    pub refused: u64,
     /// Broadcasts whose coverage was measured (sent at least 30 s before the end).
     pub measured: u64,
     /// Share of the honest nodes live at sending time (origin excluded) that received it.
@@ -123,6 +126,10 @@ pub struct Delivery {
     pub requests_answered: u64,
     /// Requests that failed (timeout, disconnection, not found).
     pub requests_failed: u64,
+    /// Unicasts the sending node refused (not counted in `unicasts_sent`).
+    pub unicasts_refused: u64,
+    /// Requests the sending node refused (not counted in `requests_sent`).
+    pub requests_refused: u64,
 }
 
 /// Memory of the simulated nodes by the core's own accounting.
@@ -232,6 +239,11 @@ pub struct Report {
     /// Known core defects seen and tolerated (not violations), by name and count. See the
     /// simulator's README section for each.
     pub known_issues: BTreeMap<String, u64>,
+    /// The first workload command a node refused, and why (`None`: none was). Refusals
+    /// are not violations, but a workload the nodes refuse (a payload over
+    /// `max_message_size`, say) means the run tested less than it was asked to: counted
+    /// in `broadcasts.refused`, `delivery.unicasts_refused` and `delivery.requests_refused`.
+    pub first_refusal: Option<String>,
     /// Invariant violations (at most 200 listed).
     pub violations: Vec<Violation>,
     /// Total violations.
@@ -377,6 +389,7 @@ impl Sim {
         let mut lat: Vec<f64> = f.latencies_us.iter().map(|u| *u as f64 / 1000.0).collect();
         let broadcasts = Broadcasts {
             sent: f.sent,
+            refused: self.ledger.refused.broadcasts,
             measured: f.measured,
             full_coverage_share: if cov.is_empty() {
                 0.0
@@ -400,6 +413,8 @@ impl Sim {
             requests_sent: l.requests_sent,
             requests_answered: l.requests_answered,
             requests_failed: l.requests_failed,
+            unicasts_refused: l.refused.unicasts,
+            requests_refused: l.refused.requests,
         };
         let sybil = sc.sybils.as_ref().map(|_| {
             let mut shares = Vec::new();
@@ -487,6 +502,7 @@ impl Sim {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            first_refusal: self.ledger.refused.first.clone(),
             violations: self.violations.clone(),
             violation_count: self.violation_count,
         }
@@ -545,8 +561,9 @@ impl fmt::Display for Report {
         let b = &self.broadcasts;
         writeln!(
             f,
-            "broadcasts: {} sent, {} measured; coverage mean {:.2}% min {:.2}%, full {:.1}%; {:.1} duplicates each",
+            "broadcasts: {} sent{}, {} measured; coverage mean {:.2}% min {:.2}%, full {:.1}%; {:.1} duplicates each",
             b.sent,
+            refused_text(b.refused),
             b.measured,
             b.coverage.mean * 100.0,
             b.coverage.min * 100.0,
@@ -565,15 +582,20 @@ impl fmt::Display for Report {
         let u = &self.delivery;
         writeln!(
             f,
-            "unicasts: {} sent, {} delivered, {} failed, {} received; requests: {} sent, {} answered, {} failed",
+            "unicasts: {} sent{}, {} delivered, {} failed, {} received; requests: {} sent{}, {} answered, {} failed",
             u.unicasts_sent,
+            refused_text(u.unicasts_refused),
             u.unicasts_delivered,
             u.unicasts_failed,
             u.unicasts_received,
             u.requests_sent,
+            refused_text(u.requests_refused),
             u.requests_answered,
             u.requests_failed
         )?;
+        if let Some(r) = &self.first_refusal {
+            writeln!(f, "first refused command: {r}")?;
+        }
         let tr = &self.traffic;
         writeln!(
             f,
@@ -643,5 +665,14 @@ impl fmt::Display for Report {
         } else {
             write!(f, "{}", self.failure_text())
         }
+    }
+}
+
+/// ", N refused" for a summary line, or nothing when none was.
+fn refused_text(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} refused)")
     }
 }

@@ -19,7 +19,7 @@ use silver_p2p_core::node::{
 use silver_p2p_core::{ConnectionState, Keypair, PeerAddr, PeerId, SeededRng, Timestamp};
 
 use crate::dist::{chance, Dist};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Refusable};
 use crate::scenario::{Command, HookCtx, Pick, Scenario, Split, Topology};
 use crate::sybil::Sybil;
 use crate::trace::TraceHash;
@@ -1958,18 +1958,21 @@ impl Sim {
                 let Some(Actor::Node(n)) = self.hosts[f as usize].actor.as_mut() else {
                     return;
                 };
-                if let Ok(id) = n.unicast(now, &peer, 1, Bytes::from(data)) {
-                    let timeout = n.config().unicast.timeout;
-                    self.ledger.sent_unicast(
-                        f,
-                        self.hosts[f as usize].inc,
-                        id.0,
-                        seq,
-                        t,
-                        sock,
-                        now,
-                        timeout,
-                    );
+                match n.unicast(now, &peer, 1, Bytes::from(data)) {
+                    Ok(id) => {
+                        let timeout = n.config().unicast.timeout;
+                        self.ledger.sent_unicast(
+                            f,
+                            self.hosts[f as usize].inc,
+                            id.0,
+                            seq,
+                            t,
+                            sock,
+                            now,
+                            timeout,
+                        );
+                    }
+                    Err(e) => self.ledger.refused.note(Refusable::Unicast, &e),
                 }
                 self.drain(f);
             }
@@ -1988,9 +1991,12 @@ impl Sim {
                     kind: 1,
                     data: Bytes::from(vec![7u8; size]),
                 };
-                if let Ok(id) = n.request(now, &peer, req) {
-                    let timeout = n.config().requests.timeout;
-                    self.ledger.sent_request(f, id.0, now, timeout);
+                match n.request(now, &peer, req) {
+                    Ok(id) => {
+                        let timeout = n.config().requests.timeout;
+                        self.ledger.sent_request(f, id.0, now, timeout);
+                    }
+                    Err(e) => self.ledger.refused.note(Refusable::Request, &e),
                 }
                 self.drain(f);
             }
@@ -2072,7 +2078,10 @@ impl Sim {
                     .sent_gossip(r.id, f, inc, now, expected, probe, self.hosts.len());
                 true
             }
-            Err(_) => false,
+            Err(e) => {
+                self.ledger.refused.note(Refusable::Broadcast, &e);
+                false
+            }
         };
         self.drain(f);
         ok

@@ -62,6 +62,50 @@ fn bad_arguments_are_refused() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scenario"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
+        .args(["--nodes", "0"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least one node"));
+}
+
+#[test]
+fn a_workload_the_nodes_refuse_is_counted_and_warned_about() {
+    // 9 MB broadcasts exceed every node's 8 MiB `max_message_size`: each is refused at its
+    // origin, which the summary counts and the front end points out, rather than report a
+    // run without broadcasts as if it had them.
+    let out = Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
+        .args([
+            "--scenario",
+            "steady",
+            "--nodes",
+            "4",
+            "--duration",
+            "10s",
+            "--broadcast-every",
+            "2s",
+            "--broadcast-size",
+            "9000000",
+            "--json",
+            "--quiet",
+        ])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["broadcasts"]["sent"], 0);
+    let refused = v["broadcasts"]["refused"].as_u64().unwrap();
+    assert!(refused > 0);
+    let first = v["first_refusal"].as_str().expect("a reason");
+    assert!(first.contains("exceeds the maximum 8388608"), "{first}");
+    assert_eq!(v["delivery"]["unicasts_refused"], 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("refused {refused} broadcasts")),
+        "{stderr}"
+    );
 }
 
 #[test]
