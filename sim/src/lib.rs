@@ -14,6 +14,9 @@
 //!   random byte boundaries; latency (flat or by a [`Regions`] matrix), jitter and bandwidth
 //!   are configurable distributions ([`LinkConfig`]); a reader that pauses or a stall causes
 //!   back-pressure on the writer.
+//! * **Real cryptography.** Nodes run their Noise handshakes and encrypted transport; a node
+//!   left at `cipher = "auto"` runs AES-256-GCM on every machine (as the adapters resolve it
+//!   on CPUs with AES instructions), so a seed replays the same trace anywhere.
 //! * **Faults.** Stalls, resets (each end told at its own time, or never: half-open),
 //!   one-way and two-way partitions with healing, crashes (process or machine) and restarts
 //!   with the last persisted address book and bans, churn, dial failures and refusals, and
