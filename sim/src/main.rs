@@ -45,8 +45,8 @@ struct Args {
     /// Outbound connections each node keeps.
     #[arg(long)]
     outbound: Option<usize>,
-    /// Seed nodes (bootstrap topology); default one per 64 nodes.
-    #[arg(long)]
+    /// Seed nodes (bootstrap topology, at least 1); default one per 64 nodes.
+    #[arg(long, value_parser = parse_seeds)]
     seeds: Option<usize>,
     /// Interval between workload broadcasts ("0" for none).
     #[arg(long, value_parser = parse_duration)]
@@ -88,8 +88,16 @@ struct Args {
 }
 
 fn parse_nodes(s: &str) -> Result<usize, String> {
+    at_least_one(s, "a simulation needs at least one node")
+}
+
+fn parse_seeds(s: &str) -> Result<usize, String> {
+    at_least_one(s, "the bootstrap topology needs at least one seed node")
+}
+
+fn at_least_one(s: &str, why: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(0) => Err("a simulation needs at least one node".into()),
+        Ok(0) => Err(why.into()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
@@ -194,7 +202,7 @@ fn main() -> ExitCode {
         .duration(args.duration)
         .liveness_budget(args.liveness);
     if let Some(k) = args.seeds {
-        scenario = scenario.topology(silver_p2p_sim::Topology::Bootstrap { seeds: k.max(1) });
+        scenario = scenario.topology(silver_p2p_sim::Topology::Bootstrap { seeds: k });
     }
     if let Some(path) = &args.node_config {
         let text = match std::fs::read_to_string(path) {

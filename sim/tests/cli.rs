@@ -69,6 +69,13 @@ fn bad_arguments_are_refused() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least one node"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
+        .args(["--seeds", "0"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least one seed"));
 }
 
 #[test]
