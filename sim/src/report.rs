@@ -668,7 +668,7 @@ impl fmt::Display for Report {
     }
 }
 
-/// ", N refused" for a summary line, or nothing when none was.
+/// " (N refused)" for a summary line, or nothing when none was.
 fn refused_text(n: u64) -> String {
     if n == 0 {
         String::new()

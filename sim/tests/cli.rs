@@ -56,26 +56,19 @@ fn json_summary_has_every_figure() {
 
 #[test]
 fn bad_arguments_are_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
-        .args(["--scenario", "nope"])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scenario"));
-
-    let out = Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
-        .args(["--nodes", "0"])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at least one node"));
-
-    let out = Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
-        .args(["--seeds", "0"])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at least one seed"));
+    for (args, reason) in [
+        (["--scenario", "nope"], "unknown scenario"),
+        (["--nodes", "0"], "at least one node"),
+        (["--seeds", "0"], "at least one seed"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
+            .args(args)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
 }
 
 #[test]
