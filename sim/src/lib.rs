@@ -87,7 +87,7 @@ pub mod trace;
 
 pub use dist::Dist;
 pub use link::{LinkConfig, Regions};
-pub use report::{process_peak_rss, Report};
+pub use report::{available_memory, process_peak_rss, Report};
 pub use scenario::{
     Command, ConfigFn, Faults, Hook, HookCtx, NodeFn, PartitionFaults, Pick, Scenario, Split,
     Topology, Workload, BUILTIN_SCENARIOS,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use silver_p2p_core::node::GossipMode;
-use silver_p2p_sim::{process_peak_rss, Scenario, Workload, BUILTIN_SCENARIOS};
+use silver_p2p_sim::{available_memory, process_peak_rss, Scenario, Workload, BUILTIN_SCENARIOS};
 
 /// Deterministic network simulator for silver-p2p.
 #[derive(Parser, Debug)]
@@ -122,15 +122,6 @@ fn memory_warning(nodes: usize, available: Option<u64>) -> Option<String> {
             available as f64 / 1e9
         )
     })
-}
-
-/// The memory this machine can give a new process without swapping (Linux: `MemAvailable`
-/// in `/proc/meminfo`); `None` where that is not known.
-fn available_memory() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 fn parse_gossip_mode(s: &str) -> Result<GossipMode, String> {

@@ -287,8 +287,20 @@ impl Report {
 
 /// Peak resident set size of this process, from `/proc/self/status` (Linux only).
 pub fn process_peak_rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    proc_bytes("/proc/self/status", "VmHWM:")
+}
+
+/// The memory this machine can give a new process without swapping, from `MemAvailable`
+/// in `/proc/meminfo` (Linux only).
+pub fn available_memory() -> Option<u64> {
+    proc_bytes("/proc/meminfo", "MemAvailable:")
+}
+
+/// A `key  N kB` line of a `/proc` file, in bytes; `None` where there is no such file or
+/// line.
+fn proc_bytes(path: &str, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
