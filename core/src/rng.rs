@@ -81,6 +81,17 @@ pub(crate) fn nth_u64(seed: &[u8; 32], index: u64) -> u64 {
     r.next_u64()
 }
 
+/// Two `u64`s determined by `seed` and `label` alone, for a secret a component needs once
+/// at construction: drawing it from the node's generator instead would shift every random
+/// choice made after it.
+pub(crate) fn labelled_u64s(seed: &[u8; 32], label: &[u8]) -> [u64; 2] {
+    let mut key = *seed;
+    for (i, b) in label.iter().enumerate() {
+        key[i % 32] ^= b.rotate_left((i / 32) as u32);
+    }
+    [nth_u64(&key, 0), nth_u64(&key, 1)]
+}
+
 /// snow's entropy hook, backed by our seeded generator so handshakes are reproducible.
 pub(crate) struct SnowRng(pub(crate) SeededRng);
 

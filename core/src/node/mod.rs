@@ -45,7 +45,7 @@ use crate::time::Timestamp;
 
 use addrbook::{AddrSource, AddressBook};
 use backoff::Backoff;
-use cache::ExpiringSet;
+use cache::{ExpiringSet, KeyedHash};
 use ratelimit::{GlobalBandwidth, PeerRateLimiter, TokenBucket, Verdict};
 use timer_queue::TimerQueue;
 
@@ -464,6 +464,7 @@ impl Node {
     ) -> Result<Node, ConfigError> {
         config.validate()?;
         let mut rng = SeededRng::from_seed(seed);
+        let keyed = KeyedHash::new(crate::rng::labelled_u64s(&seed, b"hash tables"));
         let addrbook = AddressBook::new(config.address_book.clone(), rng.derive_seed(b"addrbook"));
         // Only a tree-gossip node understands being made lazy: a flood node advertising it
         // would be pruned and then hear nothing from its tree peers.
@@ -510,14 +511,22 @@ impl Node {
             self_addrs: BTreeSet::new(),
             peer_bans: BTreeMap::new(),
             ip_bans: BTreeMap::new(),
-            seen: ExpiringSet::new(config.gossip.seen_cache_size, config.gossip.seen_ttl),
+            seen: ExpiringSet::new(
+                config.gossip.seen_cache_size,
+                config.gossip.seen_ttl,
+                keyed.clone(),
+            ),
             pending_validation: BTreeMap::new(),
             unicasts: BTreeMap::new(),
             next_unicast: first_unicast,
-            delivered: ExpiringSet::new(config.unicast.dedup_cache_size, config.unicast.dedup_ttl),
+            delivered: ExpiringSet::new(
+                config.unicast.dedup_cache_size,
+                config.unicast.dedup_ttl,
+                keyed.clone(),
+            ),
             requests: BTreeMap::new(),
             next_request: 0,
-            late_requests: ExpiringSet::new(4096, config.requests.timeout * 3),
+            late_requests: ExpiringSet::new(4096, config.requests.timeout * 3, keyed.clone()),
             global_bandwidth: GlobalBandwidth::new(&config.rate_limit, now),
             last_get_peers: None,
             shutdown: None,
@@ -535,6 +544,7 @@ impl Node {
             pending_wants: ExpiringSet::new(
                 config.gossip.max_pending_wants,
                 config.gossip.want_timeout,
+                keyed,
             ),
             open_by_direction: [0; 2],
             last_health_check: None,
