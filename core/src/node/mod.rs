@@ -112,6 +112,10 @@ struct Conn {
     /// peer cannot make us send either over and over.
     pruned_at: Option<Timestamp>,
     graft_answered_at: Option<Timestamp>,
+    /// Tree gossip: when this link last brought a gossip message we did not have yet. A
+    /// link that was some message's fastest path within the last `announce_interval` is
+    /// not pruned for a duplicate (see `Node::prune`).
+    first_copy_at: Option<Timestamp>,
     /// Tree gossip: the arrival time of the newest message announced on this link after a
     /// Prune. Those announcements name each message at most once per link, so however
     /// often a peer gets the link pruned it cannot make us send more ids than arrive.
@@ -1014,6 +1018,7 @@ impl Node {
                 sendable: false,
                 lazy_gossip: false,
                 pruned_at: None,
+                first_copy_at: None,
                 graft_answered_at: None,
                 prune_announced_upto: None,
                 prune_announce_at: None,
@@ -1998,6 +2003,7 @@ impl Node {
         }
         if let Some(c) = self.conns.get_mut(&id) {
             c.useful_at = Some(now);
+            c.first_copy_at = Some(now);
         }
         self.outputs.push_back(Output::Event(Event::Gossip {
             id: mid,
@@ -2180,7 +2186,9 @@ impl Node {
     }
 
     /// Tree gossip: a peer sent us a message we already had, so one of the paths to us is
-    /// redundant. If the peer can be made lazy, it is, and it is asked to do the same. A
+    /// redundant. If the peer can be made lazy (the link is not our last eager one, and
+    /// brought no message first within the last `announce_interval`), it is, and it is
+    /// asked to do the same. A
     /// peer already lazy on our side that still pushes missed our Prune (a full queue, or
     /// a Prune that crossed its graft): it is asked again, at most once per
     /// `announce_interval`.
@@ -2199,6 +2207,13 @@ impl Node {
         if eager && !self.has_eager_link(Some(id)) {
             // Our last pushing link: keep it, or we would hear of new messages only through
             // announcements (see `make_lazy`).
+            return;
+        }
+        if eager && c.first_copy_at.is_some_and(|t| now < t + every) {
+            // The fastest path for some message lately: redundant for this message's
+            // origin, not for every origin. With many origins broadcasting at once, pruning
+            // such links splits the tree faster than announcements graft it back, and most
+            // messages then arrive by announcement instead of by push.
             return;
         }
         if let Some(c) = self.conns.get_mut(&id) {
