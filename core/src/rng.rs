@@ -30,9 +30,7 @@ impl SeededRng {
     pub fn derive_seed(&mut self, label: &[u8]) -> [u8; 32] {
         let mut seed = [0u8; 32];
         self.inner.fill_bytes(&mut seed);
-        for (i, b) in label.iter().enumerate() {
-            seed[i % 32] ^= b.rotate_left((i / 32) as u32);
-        }
+        mix_label(&mut seed, label);
         seed
     }
 
@@ -86,10 +84,15 @@ pub(crate) fn nth_u64(seed: &[u8; 32], index: u64) -> u64 {
 /// choice made after it.
 pub(crate) fn labelled_u64s(seed: &[u8; 32], label: &[u8]) -> [u64; 2] {
     let mut key = *seed;
-    for (i, b) in label.iter().enumerate() {
-        key[i % 32] ^= b.rotate_left((i / 32) as u32);
-    }
+    mix_label(&mut key, label);
     [nth_u64(&key, 0), nth_u64(&key, 1)]
+}
+
+/// XORs `label` into `seed`, so seeds made for different purposes from the same bytes differ.
+fn mix_label(seed: &mut [u8; 32], label: &[u8]) {
+    for (i, b) in label.iter().enumerate() {
+        seed[i % 32] ^= b.rotate_left((i / 32) as u32);
+    }
 }
 
 /// snow's entropy hook, backed by our seeded generator so handshakes are reproducible.
