@@ -38,6 +38,69 @@ fn discovery_from_one_bootstrap_reaches_the_target_degree_everywhere() {
 }
 
 #[test]
+fn occupancy_counts_what_the_node_holds() {
+    let mut net = Net::star(12, |_, c| {
+        c.limits.target_outbound = 3;
+    });
+    // Every 50 ms through discovery, so some looks catch connections mid-handshake.
+    let mut saw_handshakes = false;
+    for _ in 0..60 {
+        net.run_for(Duration::from_millis(50));
+        for i in 0..12 {
+            let n = &net.nodes[i].node;
+            let o = n.occupancy();
+            saw_handshakes |= o.handshaking > 0;
+            // A handshaking connection is not a peer yet; a peer's connection is open.
+            assert!(
+                o.inbound + o.outbound >= o.peers + o.handshaking,
+                "node {i}: {o:?}"
+            );
+            assert_eq!(o.peers, n.peers().len());
+        }
+    }
+    assert!(saw_handshakes);
+    net.run_for(Duration::from_secs(60));
+    for i in 0..12 {
+        let n = &net.nodes[i].node;
+        let o = n.occupancy();
+        let peers = n.peers();
+        let by = |d: Direction| peers.iter().filter(|p| p.direction == d).count();
+        assert_eq!(
+            (o.inbound, o.outbound, o.handshaking, o.peers),
+            (
+                by(Direction::Inbound),
+                by(Direction::Outbound),
+                0,
+                peers.len()
+            ),
+            "node {i}"
+        );
+        let tried = n.address_book().iter().filter(|(_, a)| a.in_tried).count();
+        assert_eq!(
+            (o.address_book_new, o.address_book_tried),
+            (n.address_book().len() - tried, tried)
+        );
+        assert_eq!(
+            o.address_book_tried > 0,
+            o.outbound > 0,
+            "node {i}: dialed peers are tried"
+        );
+        assert_eq!(o.buffered_bytes, n.buffered_bytes());
+        // The cheap listing is the full one without the details.
+        let mut full: Vec<_> = peers.iter().map(|p| (p.peer, p.conn)).collect();
+        let mut cheap: Vec<_> = n.peer_connections().collect();
+        full.sort();
+        cheap.sort();
+        assert_eq!(cheap, full, "node {i}");
+    }
+    assert!(net.nodes[0].node.occupancy().inbound >= 3);
+    let bans = net.nodes[0].node.occupancy().active_bans;
+    let someone = net.id(5);
+    net.with(0, |n, now| n.ban(now, someone, Duration::from_secs(60)));
+    assert_eq!(net.nodes[0].node.occupancy().active_bans, bans + 1);
+}
+
+#[test]
 fn a_broadcast_reaches_every_node_exactly_once() {
     let mut net = Net::star(20, |_, c| c.limits.target_outbound = 3);
     net.run_for(Duration::from_secs(60));

@@ -515,9 +515,9 @@ impl Ledger {
 }
 
 /// Checks every bound the configuration sets on a node; returns what was exceeded.
-pub(crate) fn check_bounds(node: &Node, now: Timestamp, conns: &[ConnectionId]) -> Vec<String> {
+pub(crate) fn check_bounds(node: &Node, conns: &[ConnectionId]) -> Vec<String> {
     let c = node.config();
-    let s = node.stats(now);
+    let s = node.occupancy();
     let l = &c.limits;
     let mut out = Vec::new();
     let mut check = |what: &str, v: usize, max: usize| {
@@ -535,12 +535,12 @@ pub(crate) fn check_bounds(node: &Node, now: Timestamp, conns: &[ConnectionId]) 
     );
     check(
         "address book new",
-        s.address_book.new,
+        s.address_book_new,
         c.address_book.max_new,
     );
     check(
         "address book tried",
-        s.address_book.tried,
+        s.address_book_tried,
         c.address_book.max_tried,
     );
     check("active bans", s.active_bans, c.bans.max_bans);
@@ -574,7 +574,7 @@ pub(crate) fn check_bounds(node: &Node, now: Timestamp, conns: &[ConnectionId]) 
     }
     check(
         "buffered bytes",
-        node.buffered_bytes(),
+        s.buffered_bytes,
         per_conn * (s.inbound + s.outbound).max(1),
     );
     out

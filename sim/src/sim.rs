@@ -2468,7 +2468,6 @@ impl Sim {
     }
 
     fn sample(&mut self) {
-        let now = self.now;
         self.samples += 1;
         let check = self.samples
             % (self.scenario.check_interval.as_nanos() / self.scenario.sample_interval.as_nanos())
@@ -2486,18 +2485,17 @@ impl Sim {
             }
             if check {
                 if let Actor::Node(n) = a {
-                    let mut found = crate::ledger::check_bounds(n, now, &h.conns_sorted());
+                    let mut found = crate::ledger::check_bounds(n, &h.conns_sorted());
                     // The peers the events announced are the peers the node has.
-                    let peers = n.peers();
-                    if peers.len() != h.peers.len()
-                        || peers
-                            .iter()
-                            .any(|p| h.peers.get(&p.conn).map(|x| x.0) != Some(p.peer))
+                    let peers = n.occupancy().peers;
+                    if peers != h.peers.len()
+                        || n.peer_connections()
+                            .any(|(peer, conn)| h.peers.get(&conn).map(|x| x.0) != Some(peer))
                     {
                         found.push(format!(
                             "events announced {} established peers, the node has {}",
                             h.peers.len(),
-                            peers.len()
+                            peers
                         ));
                     }
                     self.peak_addrbook_node =

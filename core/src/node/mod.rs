@@ -648,32 +648,20 @@ impl Node {
     /// A snapshot of every figure the node keeps.
     pub fn stats(&self, now: Timestamp) -> NetworkStats {
         let mut totals = self.closed_traffic;
-        let mut inbound = 0;
-        let mut outbound = 0;
-        let mut handshaking = 0;
         for c in self.conns.values() {
             let s = c.conn.stats();
             totals[0] += s.bytes_sent;
             totals[1] += s.bytes_received;
             totals[2] += s.messages_sent;
             totals[3] += s.messages_received;
-            match c.direction {
-                Direction::Inbound => inbound += 1,
-                Direction::Outbound => outbound += 1,
-            }
-            if matches!(
-                c.conn.state(),
-                ConnectionState::Connecting | ConnectionState::Handshaking
-            ) {
-                handshaking += 1;
-            }
         }
+        let o = self.occupancy();
         NetworkStats {
             now,
-            peers: self.peers.len(),
-            inbound,
-            outbound,
-            handshaking,
+            peers: o.peers,
+            inbound: o.inbound,
+            outbound: o.outbound,
+            handshaking: o.handshaking,
             bytes_sent: totals[0],
             bytes_received: totals[1],
             messages_sent: totals[2],
@@ -682,15 +670,49 @@ impl Node {
             failures: self.failures.clone(),
             recoveries: self.recoveries.clone(),
             address_book: self.addrbook.stats(),
-            active_bans: self.peer_bans.len() + self.ip_bans.len(),
-            pending_unicasts: self.unicasts.len(),
-            pending_requests: self.requests.len(),
-            buffered_bytes: self.buffered_bytes(),
+            active_bans: o.active_bans,
+            pending_unicasts: o.pending_unicasts,
+            pending_requests: o.pending_requests,
+            buffered_bytes: o.buffered_bytes,
             peak_buffered_bytes: self.peak_buffered,
             per_peer: self.peers(),
             events_dropped: 0,
             sends_dropped: 0,
         }
+    }
+
+    /// How full the bounded structures are (see [`Occupancy`]). Cheap enough to call for
+    /// every node of a large simulation every simulated second; the same figures as
+    /// [`Node::stats`] gives.
+    pub fn occupancy(&self) -> Occupancy {
+        let mut o = Occupancy::default();
+        for c in self.conns.values() {
+            match c.direction {
+                Direction::Inbound => o.inbound += 1,
+                Direction::Outbound => o.outbound += 1,
+            }
+            if matches!(
+                c.conn.state(),
+                ConnectionState::Connecting | ConnectionState::Handshaking
+            ) {
+                o.handshaking += 1;
+            }
+        }
+        let book = self.addrbook.stats();
+        o.peers = self.peers.len();
+        o.address_book_new = book.new;
+        o.address_book_tried = book.tried;
+        o.active_bans = self.peer_bans.len() + self.ip_bans.len();
+        o.pending_unicasts = self.unicasts.len();
+        o.pending_requests = self.requests.len();
+        o.buffered_bytes = self.buffered_bytes();
+        o
+    }
+
+    /// Established peers and their connections, in peer id order: what [`Node::peers`]
+    /// lists, without building a [`PeerInfo`] for each.
+    pub fn peer_connections(&self) -> impl Iterator<Item = (PeerId, ConnectionId)> + '_ {
+        self.peers.iter().map(|(p, c)| (*p, *c))
     }
 
     /// Bytes the node holds in buffers, by the core's own accounting: every connection's

@@ -634,6 +634,35 @@ pub struct NetworkStats {
     pub sends_dropped: u64,
 }
 
+/// How full the node's bounded structures are, to hold against the bounds of its
+/// [`crate::node::NodeConfig`]. Read with [`crate::node::Node::occupancy`]: no allocation and
+/// one pass over the connections, so a monitor or a simulator can check every node's bounds
+/// often; [`NetworkStats`] carries the same figures among many more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Occupancy {
+    /// Inbound connections, handshaking included (bound: `limits.max_inbound`).
+    pub inbound: usize,
+    /// Outbound connections, dialing and handshaking included (bound: `limits.max_outbound`).
+    pub outbound: usize,
+    /// Connections still connecting or handshaking (bound: `limits.max_pending_handshakes`).
+    pub handshaking: usize,
+    /// Established peers.
+    pub peers: usize,
+    /// Address book entries never connected to (bound: `address_book.max_new`).
+    pub address_book_new: usize,
+    /// Address book entries connected to before (bound: `address_book.max_tried`).
+    pub address_book_tried: usize,
+    /// Active peer and IP bans (bound: `bans.max_bans`).
+    pub active_bans: usize,
+    /// Unicasts awaiting acknowledgement (bound: `unicast.max_pending`).
+    pub pending_unicasts: usize,
+    /// Requests awaiting an answer.
+    pub pending_requests: usize,
+    /// Bytes held in buffers by the core's own accounting.
+    pub buffered_bytes: usize,
+}
+
 /// What [`crate::node::Node::send_queued`] took from the front of its queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
