@@ -283,6 +283,10 @@ pub struct Node {
     /// [`Node::peak_buffered_bytes`]).
     peak_buffered: usize,
     timers: TimerQueue<Timer>,
+    /// The times of the `Timer::Maintenance` entries in `timers` (the periodic run and any
+    /// earlier wake-ups for due redials): a run replaces them all, and this finds them
+    /// without walking every connection's deadline.
+    maintenance_at: Vec<Timestamp>,
     addrbook: AddressBook,
     persistent: BTreeMap<SocketAddr, Persistent>,
     /// Our own addresses (learned from self-connections), never dialed.
@@ -510,6 +514,7 @@ impl Node {
             conns_buffered: 0,
             peak_buffered: 0,
             timers: TimerQueue::new(),
+            maintenance_at: Vec::new(),
             addrbook,
             persistent: BTreeMap::new(),
             self_addrs: BTreeSet::new(),
@@ -558,7 +563,7 @@ impl Node {
         for addr in node.config.bootstrap.clone() {
             node.add_persistent_peer(now, addr);
         }
-        node.timers.insert((now, Timer::Maintenance));
+        node.wake_maintenance(now);
         if node.tree_gossip() {
             node.timers
                 .insert((now + node.config.gossip.announce_interval, Timer::Announce));
@@ -856,9 +861,12 @@ impl Node {
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
-        while let Some((_, timer)) = self.timers.pop_due(now) {
+        while let Some((at, timer)) = self.timers.pop_due(now) {
             match timer {
-                Timer::Maintenance => self.maintenance(now),
+                Timer::Maintenance => {
+                    self.maintenance_at.retain(|t| *t != at);
+                    self.maintenance(now)
+                }
                 Timer::Conn(id) => {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.timer_at = None;
@@ -1227,8 +1235,22 @@ impl Node {
     }
 
     fn schedule_maintenance(&mut self, now: Timestamp) {
-        self.timers.retain(|(_, t)| *t != Timer::Maintenance);
-        self.timers.insert((now, Timer::Maintenance));
+        self.cancel_maintenance();
+        self.wake_maintenance(now);
+    }
+
+    /// Makes the maintenance run happen at `at` (besides any run already scheduled).
+    fn wake_maintenance(&mut self, at: Timestamp) {
+        if self.timers.insert((at, Timer::Maintenance)) {
+            self.maintenance_at.push(at);
+        }
+    }
+
+    /// Drops every scheduled maintenance run.
+    fn cancel_maintenance(&mut self) {
+        for at in std::mem::take(&mut self.maintenance_at) {
+            self.timers.remove(&(at, Timer::Maintenance));
+        }
     }
 
     /// Disconnects `peer` with a Goodbye. Persistent peers are redialed later.
@@ -1507,7 +1529,7 @@ impl Node {
                 let mut rng = self.rng.derive(b"backoff");
                 p.next_attempt = p.backoff.on_failure(now, &mut rng);
                 let at = p.next_attempt;
-                self.timers.insert((at, Timer::Maintenance));
+                self.wake_maintenance(at);
             }
         }
         // Requests in flight on this connection fail now.
@@ -2929,12 +2951,11 @@ impl Node {
     /// peers that are due, keeps outbound connections at the target from the address book,
     /// asks for more addresses while below target, and replaces an unhealthy outbound peer.
     fn maintenance(&mut self, now: Timestamp) {
-        self.timers.retain(|(_, t)| *t != Timer::Maintenance);
+        self.cancel_maintenance();
         if self.shutdown.is_some() {
             return;
         }
-        self.timers
-            .insert((now + self.config.discovery.interval, Timer::Maintenance));
+        self.wake_maintenance(now + self.config.discovery.interval);
         self.peer_bans.retain(|_, (until, _)| *until > now);
         self.ip_bans.retain(|_, (until, _)| *until > now);
         self.expire_validation(now);
@@ -3211,6 +3232,7 @@ impl Node {
         }
         self.timers
             .retain(|(_, t)| matches!(t, Timer::Conn(_) | Timer::Unicast(_) | Timer::Request(_)));
+        self.maintenance_at.clear();
         self.shutdown = Some(ShutdownState {
             deadline,
             report,
@@ -3242,6 +3264,7 @@ impl Node {
             }));
         }
         self.timers.clear();
+        self.maintenance_at.clear();
         let s = self.shutdown.as_mut().expect("checked");
         s.done = true;
         let mut report = s.report.clone();
