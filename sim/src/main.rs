@@ -103,9 +103,9 @@ fn at_least_one(s: &str, why: &str) -> Result<usize, String> {
     }
 }
 
-/// Peak resident memory per simulated node, measured in the `steady` scenario with tree
-/// gossip and flooding alike: 429–443 MB for 1,000 nodes, 4.31 GB for 10,000 (README,
-/// Simulator, Scale). Workloads with larger messages or histories need more.
+/// Peak resident memory per simulated node, measured in the `steady` scenario: 390 MB
+/// (tree gossip) to 443 MB (flooding) for 1,000 nodes, 3.90–3.97 GB for 10,000 (README,
+/// Simulator, Scale), rounded up. Workloads with larger messages or histories need more.
 const BYTES_PER_NODE: u64 = 450_000;
 
 /// A warning when `nodes` would need more memory than the machine has available: a
