@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use silver_p2p_core::node::{ConnectionId, Event, MessageId, Node};
+use silver_p2p_core::node::{ConnectionId, Event, MessageId, Node, Occupancy};
 use silver_p2p_core::Timestamp;
 
 use crate::trace::TraceHash;
@@ -514,10 +514,10 @@ impl Ledger {
     }
 }
 
-/// Checks every bound the configuration sets on a node; returns what was exceeded.
-pub(crate) fn check_bounds(node: &Node, conns: &[ConnectionId]) -> Vec<String> {
+/// Checks every bound the configuration sets on a node, whose occupancy is `s`; returns
+/// what was exceeded.
+pub(crate) fn check_bounds(node: &Node, s: &Occupancy, conns: &[ConnectionId]) -> Vec<String> {
     let c = node.config();
-    let s = node.occupancy();
     let l = &c.limits;
     let mut out = Vec::new();
     let mut check = |what: &str, v: usize, max: usize| {

@@ -2485,9 +2485,10 @@ impl Sim {
             }
             if check {
                 if let Actor::Node(n) = a {
-                    let mut found = crate::ledger::check_bounds(n, &h.conns_sorted());
+                    let occupancy = n.occupancy();
+                    let mut found = crate::ledger::check_bounds(n, &occupancy, &h.conns_sorted());
                     // The peers the events announced are the peers the node has.
-                    let peers = n.occupancy().peers;
+                    let peers = occupancy.peers;
                     if peers != h.peers.len()
                         || n.peer_connections()
                             .any(|(peer, conn)| h.peers.get(&conn).map(|x| x.0) != Some(peer))
