@@ -60,6 +60,31 @@ impl Dist {
         }
     }
 
+    /// Checks that the parameters are finite and not negative, a uniform range is not
+    /// reversed and a Pareto tail index is positive; `what` names the setting in the error.
+    pub fn validate(&self, what: &str) -> Result<(), String> {
+        let params: &[f64] = match self {
+            Dist::Const(c) => &[*c],
+            Dist::Uniform { lo, hi } => &[*lo, *hi],
+            Dist::Exp { mean } => &[*mean],
+            Dist::Pareto { scale, shape } => &[*scale, *shape],
+        };
+        if params.iter().any(|p| !p.is_finite() || *p < 0.0) {
+            return Err(format!(
+                "{what}: parameters must be finite and not negative"
+            ));
+        }
+        match *self {
+            Dist::Uniform { lo, hi } if lo > hi => {
+                Err(format!("{what}: uniform lo ({lo}) is above hi ({hi})"))
+            }
+            Dist::Pareto { shape: 0.0, .. } => {
+                Err(format!("{what}: the Pareto tail index must be positive"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether every sample is zero (lets the simulator skip the draw).
     pub fn is_zero(&self) -> bool {
         match *self {

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::dist::Dist;
+use crate::sim::MAX_PIECES;
 
 /// A latency matrix between named regions, and how nodes are spread over them.
 ///
@@ -57,6 +58,14 @@ impl Regions {
         if self.weights.iter().all(|w| *w == 0) {
             return Err("regions: at least one weight must be positive".into());
         }
+        if self
+            .latency_ms
+            .iter()
+            .flatten()
+            .any(|l| !l.is_finite() || *l < 0.0)
+        {
+            return Err("regions: latencies must be finite and not negative".into());
+        }
         Ok(())
     }
 }
@@ -76,7 +85,7 @@ pub struct LinkConfig {
     /// connection. `None` means unlimited.
     pub bandwidth: Option<Dist>,
     /// Each write is re-split into between 1 and this many pieces at random byte boundaries,
-    /// each delivered as its own read. At least 1.
+    /// each delivered as its own read. 1 to [`MAX_PIECES`].
     pub max_pieces: u32,
     /// Bytes one direction holds (socket send plus receive buffers) before the sender's
     /// writes stop completing: back-pressure when the reader is slow, paused or stalled.
@@ -122,15 +131,172 @@ impl LinkConfig {
 
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_pieces == 0 {
-            return Err("links: max_pieces must be at least 1".into());
+        if self.max_pieces == 0 || self.max_pieces > MAX_PIECES {
+            return Err(format!("links: max_pieces must be 1 to {MAX_PIECES}"));
         }
         if self.window == 0 {
             return Err("links: window must be positive".into());
+        }
+        self.latency_ms.validate("links: latency_ms")?;
+        self.jitter_ms.validate("links: jitter_ms")?;
+        if let Some(b) = &self.bandwidth {
+            b.validate("links: bandwidth")?;
+            if b.is_zero() {
+                return Err("links: bandwidth must be positive (or \"unlimited\")".into());
+            }
         }
         if let Some(r) = &self.regions {
             r.validate()?;
         }
         Ok(())
+    }
+
+    /// Applies the settings of a TOML text on top of this configuration, as
+    /// `silver-p2p-sim --links FILE` does. Every key is optional; an unknown key, a value
+    /// of the wrong type or a result that fails [`LinkConfig::validate`] is an error that
+    /// names it, and leaves `self` unchanged. The keys:
+    ///
+    /// ```toml
+    /// latency_ms = { uniform = { lo = 5.0, hi = 50.0 } }   # or { const = 20.0 }, { exp = { mean = 20.0 } }
+    /// jitter_ms = { pareto = { scale = 1.0, shape = 1.5 } }
+    /// bandwidth = { const = 1048576.0 }   # bytes per second, or "unlimited"
+    /// regions = "world"                   # or "none", or a table: names, weights, latency_ms
+    /// max_pieces = 1                      # 1 to 8: every write arrives as one read
+    /// window = 262144
+    /// connect_timeout_ms = 2000
+    /// ```
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), String> {
+        let o: LinkOverrides = toml::from_str(text).map_err(|e| format!("links: {e}"))?;
+        let mut next = self.clone();
+        if let Some(d) = o.latency_ms {
+            next.latency_ms = d;
+        }
+        if let Some(d) = o.jitter_ms {
+            next.jitter_ms = d;
+        }
+        match o.bandwidth {
+            None => {}
+            Some(Bandwidth::Dist(d)) => next.bandwidth = Some(d),
+            Some(Bandwidth::Named(n)) if n == "unlimited" => next.bandwidth = None,
+            Some(Bandwidth::Named(n)) => {
+                return Err(format!(
+                    "links: bandwidth {n:?} is neither \"unlimited\" nor a distribution"
+                ))
+            }
+        }
+        match o.regions {
+            None => {}
+            Some(RegionsSetting::Matrix(r)) => next.regions = Some(r),
+            Some(RegionsSetting::Named(n)) => match n.as_str() {
+                "world" => next.regions = Some(Regions::world()),
+                "none" => next.regions = None,
+                _ => {
+                    return Err(format!(
+                        "links: regions {n:?} is neither \"world\", \"none\" nor a table"
+                    ))
+                }
+            },
+        }
+        if let Some(n) = o.max_pieces {
+            next.max_pieces = n;
+        }
+        if let Some(n) = o.window {
+            next.window = n;
+        }
+        if let Some(ms) = o.connect_timeout_ms {
+            next.connect_timeout = Duration::from_millis(ms);
+        }
+        next.validate()?;
+        *self = next;
+        Ok(())
+    }
+}
+
+/// The keys [`LinkConfig::apply_toml`] reads, each optional.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkOverrides {
+    latency_ms: Option<Dist>,
+    jitter_ms: Option<Dist>,
+    bandwidth: Option<Bandwidth>,
+    regions: Option<RegionsSetting>,
+    max_pieces: Option<u32>,
+    window: Option<usize>,
+    connect_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum Bandwidth {
+    Named(String),
+    Dist(Dist),
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum RegionsSetting {
+    Named(String),
+    Matrix(Regions),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_settings_override_only_what_they_name() {
+        let mut l = LinkConfig::slow();
+        l.apply_toml("max_pieces = 1\nwindow = 4096\nconnect_timeout_ms = 1500\n")
+            .unwrap();
+        assert_eq!((l.max_pieces, l.window), (1, 4096));
+        assert_eq!(l.connect_timeout, Duration::from_millis(1500));
+        // The rest is still the slow preset.
+        assert_eq!(l.regions, Some(Regions::world()));
+        assert_eq!(l.jitter_ms, LinkConfig::slow().jitter_ms);
+
+        l.apply_toml(
+            "bandwidth = \"unlimited\"\nregions = \"none\"\nlatency_ms = { exp = { mean = 30 } }\n",
+        )
+        .unwrap();
+        assert_eq!(l.bandwidth, None);
+        assert_eq!(l.regions, None);
+        assert_eq!(l.latency_ms, Dist::Exp { mean: 30.0 });
+
+        l.apply_toml(
+            "regions = { names = [\"a\", \"b\"], weights = [1, 1], latency_ms = [[1, 9], [9, 1]] }\n",
+        )
+        .unwrap();
+        assert_eq!(l.regions.as_ref().unwrap().latency_ms[0][1], 9.0);
+    }
+
+    #[test]
+    fn bad_toml_settings_are_refused_and_change_nothing() {
+        let before = LinkConfig::default();
+        for (text, reason) in [
+            ("window = 0\n", "window must be positive"),
+            ("max_pieces = 0\n", "max_pieces must be 1 to 8"),
+            (
+                "latency_ms = { const = -1 }\n",
+                "latency_ms: parameters must be finite",
+            ),
+            (
+                "jitter_ms = { pareto = { scale = 1, shape = 0 } }\n",
+                "tail index",
+            ),
+            ("bandwidth = { const = 0 }\n", "bandwidth must be positive"),
+            ("bandwidth = \"fast\"\n", "neither \"unlimited\""),
+            ("regions = \"mars\"\n", "neither \"world\""),
+            (
+                "regions = { names = [\"a\"], weights = [1], latency_ms = [[1, 2]] }\n",
+                "must be square",
+            ),
+            ("latency = { const = 1 }\n", "unknown field `latency`"),
+            ("max_pieces = \"two\"\n", "links:"),
+        ] {
+            let mut l = before.clone();
+            let e = l.apply_toml(text).unwrap_err();
+            assert!(e.contains(reason), "{text}: {e}");
+            assert_eq!(l, before, "{text}");
+        }
     }
 }

@@ -64,6 +64,11 @@ struct Args {
     /// simulator still sets the network id, listen address and bootstrap peers.
     #[arg(long)]
     node_config: Option<std::path::PathBuf>,
+    /// Link settings (TOML) applied over the scenario's own: latency_ms, jitter_ms,
+    /// bandwidth, regions, max_pieces, window, connect_timeout_ms; any subset (see
+    /// `LinkConfig::apply_toml`).
+    #[arg(long)]
+    links: Option<std::path::PathBuf>,
     /// Gossip mode of every node: `flood` or `tree` (applied after --node-config).
     #[arg(long, value_parser = parse_gossip_mode)]
     gossip: Option<GossipMode>,
@@ -168,6 +173,9 @@ fn replay_command(a: &Args) -> String {
     if let Some(p) = &a.node_config {
         c += &format!(" --node-config {}", p.display());
     }
+    if let Some(p) = &a.links {
+        c += &format!(" --links {}", p.display());
+    }
     if let Some(g) = a.gossip {
         c += match g {
             GossipMode::Flood => " --gossip flood",
@@ -254,6 +262,17 @@ fn main() -> ExitCode {
             c.listen_addrs = listen;
             c.bootstrap = boot;
         });
+    }
+    if let Some(path) = &args.links {
+        let mut links = scenario.link_config().clone();
+        let applied = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| links.apply_toml(&text));
+        if let Err(e) = applied {
+            eprintln!("invalid link settings {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        scenario = scenario.links(links);
     }
     if let Some(g) = args.gossip {
         scenario = scenario.configure(move |_, c| c.gossip.mode = g);

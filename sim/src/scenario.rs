@@ -608,6 +608,12 @@ impl Scenario {
         self
     }
 
+    /// The link model this scenario runs with (a built-in scenario's own, or the last set
+    /// with [`Scenario::links`]): a starting point for changing a few settings.
+    pub fn link_config(&self) -> &LinkConfig {
+        &self.links
+    }
+
     /// The link model.
     pub fn links(mut self, l: LinkConfig) -> Self {
         self.builtin = false;

@@ -122,3 +122,64 @@ fn the_printed_replay_command_reproduces_the_library_run() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["trace_hash"].as_str().unwrap(), lib.trace_hash);
 }
+
+#[test]
+fn link_settings_from_a_file_apply_and_bad_ones_are_refused() {
+    let dir = std::env::temp_dir().join(format!("silver-sim-links-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
+            .args(["--nodes", "8", "--seed", "2", "--duration", "30s"])
+            .args(["--broadcast-every", "5s", "--json", "--quiet", "--links"])
+            .arg(&path)
+            .output()
+            .expect("runs");
+        (out, path)
+    };
+    // Every link 200 ms one way, no jitter: no broadcast arrives sooner.
+    let (out, path) = run(
+        "slow.toml",
+        "latency_ms = { const = 200 }\njitter_ms = { const = 0 }\nmax_pieces = 1\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let min = v["broadcasts"]["latency_ms"]["min"].as_f64().unwrap();
+    assert!(min >= 200.0, "fastest delivery {min} ms");
+    let replay = v["replay"].as_str().unwrap();
+    assert!(
+        replay.contains(&format!(" --links {} ", path.display())),
+        "{replay}"
+    );
+
+    for (name, text, reason) in [
+        ("typo.toml", "max_piece = 1\n", "unknown field `max_piece`"),
+        (
+            "range.toml",
+            "max_pieces = 9\n",
+            "max_pieces must be 1 to 8",
+        ),
+        (
+            "reversed.toml",
+            "jitter_ms = { uniform = { lo = 5, hi = 1 } }\n",
+            "jitter_ms: uniform lo (5) is above hi (1)",
+        ),
+    ] {
+        let (out, _) = run(name, text);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{name}: {stderr}");
+    }
+    let missing = Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
+        .args(["--links", "/nonexistent/links.toml"])
+        .output()
+        .expect("runs");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
