@@ -60,27 +60,33 @@ impl Dist {
         }
     }
 
-    /// Checks that the parameters are finite and not negative, a uniform range is not
-    /// reversed and a Pareto tail index is positive; `what` names the setting in the error.
-    pub fn validate(&self, what: &str) -> Result<(), String> {
-        let params: &[f64] = match self {
-            Dist::Const(c) => &[*c],
-            Dist::Uniform { lo, hi } => &[*lo, *hi],
-            Dist::Exp { mean } => &[*mean],
-            Dist::Pareto { scale, shape } => &[*scale, *shape],
+    /// Checks that the parameters are finite and not negative, values (a constant, a range's
+    /// ends, a mean, a Pareto minimum) at most `max`, a uniform range not reversed and a
+    /// Pareto tail index positive; `what` names the setting in the error.
+    pub fn validate(&self, what: &str, max: f64) -> Result<(), String> {
+        let (values, shape): (&[f64], f64) = match self {
+            Dist::Const(c) => (&[*c], 1.0),
+            Dist::Uniform { lo, hi } => (&[*lo, *hi], 1.0),
+            Dist::Exp { mean } => (&[*mean], 1.0),
+            Dist::Pareto { scale, shape } => (&[*scale], *shape),
         };
-        if params.iter().any(|p| !p.is_finite() || *p < 0.0) {
+        if values
+            .iter()
+            .chain([&shape])
+            .any(|p| !p.is_finite() || *p < 0.0)
+        {
             return Err(format!(
                 "{what}: parameters must be finite and not negative"
             ));
+        }
+        if values.iter().any(|v| *v > max) {
+            return Err(format!("{what}: values must be at most {max}"));
         }
         match *self {
             Dist::Uniform { lo, hi } if lo > hi => {
                 Err(format!("{what}: uniform lo ({lo}) is above hi ({hi})"))
             }
-            Dist::Pareto { shape: 0.0, .. } => {
-                Err(format!("{what}: the Pareto tail index must be positive"))
-            }
+            _ if shape == 0.0 => Err(format!("{what}: the Pareto tail index must be positive")),
             _ => Ok(()),
         }
     }

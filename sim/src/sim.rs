@@ -450,8 +450,9 @@ pub struct Sim {
 
 const NANOS: f64 = 1e9;
 
+/// Milliseconds to nanoseconds, at most [`crate::link::MAX_DELAY_MS`].
 fn ms(x: f64) -> u64 {
-    (x * 1e6) as u64
+    (x.min(crate::link::MAX_DELAY_MS) * 1e6) as u64
 }
 
 /// The address of host `i`: every host gets its own IP, each in its own /16 netgroup for the
