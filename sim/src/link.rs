@@ -284,19 +284,7 @@ mod tests {
         let mut l = LinkConfig::default();
         l.apply_toml("jitter_ms = { pareto = { scale = 1, shape = 0.02 } }\n")
             .unwrap();
-        let mut sim = crate::Scenario::builtin("steady", 4)
-            .unwrap()
-            .duration(Duration::from_secs(20))
-            .liveness_budget(Duration::from_secs(5))
-            .links(l)
-            .build();
-        sim.run();
-        // A panic inside the run is caught and reported as a violation.
-        let panics: Vec<_> = sim
-            .violations()
-            .iter()
-            .filter(|v| v.kind == "panic")
-            .collect();
+        let panics = crate::scenario::tests::panics_in_a_short_run(l, crate::Faults::none());
         assert!(panics.is_empty(), "{panics:?}");
     }
 

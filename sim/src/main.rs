@@ -69,6 +69,11 @@ struct Args {
     /// `LinkConfig::apply_toml`).
     #[arg(long)]
     links: Option<std::path::PathBuf>,
+    /// Random faults (TOML) applied over the scenario's own: any of the `Faults` fields,
+    /// such as stalls_per_min, resets_per_min, crashes_per_min, partitions (see
+    /// `Faults::apply_toml`).
+    #[arg(long)]
+    faults: Option<std::path::PathBuf>,
     /// Gossip mode of every node: `flood` or `tree` (applied after --node-config).
     #[arg(long, value_parser = parse_gossip_mode)]
     gossip: Option<GossipMode>,
@@ -176,6 +181,9 @@ fn replay_command(a: &Args) -> String {
     if let Some(p) = &a.links {
         c += &format!(" --links {}", p.display());
     }
+    if let Some(p) = &a.faults {
+        c += &format!(" --faults {}", p.display());
+    }
     if let Some(g) = a.gossip {
         c += match g {
             GossipMode::Flood => " --gossip flood",
@@ -204,6 +212,16 @@ fn replay_command(a: &Args) -> String {
         c += &format!(" --sample-every {}", d(x));
     }
     c
+}
+
+/// Reads the settings file at `path` and hands its text to `apply`.
+fn apply_file(
+    path: &std::path::Path,
+    apply: impl FnOnce(&str) -> Result<(), String>,
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    apply(&text)
 }
 
 fn main() -> ExitCode {
@@ -265,14 +283,19 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &args.links {
         let mut links = scenario.link_config().clone();
-        let applied = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .and_then(|text| links.apply_toml(&text));
-        if let Err(e) = applied {
+        if let Err(e) = apply_file(path, |text| links.apply_toml(text)) {
             eprintln!("invalid link settings {}: {e}", path.display());
             return ExitCode::from(2);
         }
         scenario = scenario.links(links);
+    }
+    if let Some(path) = &args.faults {
+        let mut faults = scenario.fault_config().clone();
+        if let Err(e) = apply_file(path, |text| faults.apply_toml(text)) {
+            eprintln!("invalid fault settings {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        scenario = scenario.faults(faults);
     }
     if let Some(g) = args.gossip {
         scenario = scenario.configure(move |_, c| c.gossip.mode = g);

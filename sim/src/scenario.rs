@@ -13,7 +13,7 @@ use silver_p2p_core::node::{Event, GossipMessage, Node, NodeConfig};
 use silver_p2p_core::Timestamp;
 
 use crate::dist::Dist;
-use crate::link::LinkConfig;
+use crate::link::{LinkConfig, MAX_DELAY_MS};
 use crate::sim::{NodeId, Sim};
 use crate::sybil::SybilConfig;
 
@@ -92,6 +92,7 @@ impl Workload {
 
 /// Random network partitions during the safety phase.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PartitionFaults {
     /// Seconds between the end of one partition and the start of the next.
     pub gap_s: Dist,
@@ -190,6 +191,128 @@ impl Faults {
             || self.dial_failure_prob > 0.0
             || self.dial_refusal_prob > 0.0
     }
+
+    /// Checks the configuration: rates finite and not negative, probabilities and the
+    /// partition share from 0 to 1, durations valid distributions of at most a day
+    /// ([`MAX_DELAY_MS`]).
+    pub fn validate(&self) -> Result<(), String> {
+        for (what, rate) in [
+            ("stalls_per_min", self.stalls_per_min),
+            ("resets_per_min", self.resets_per_min),
+            ("crashes_per_min", self.crashes_per_min),
+            ("leaves_per_min", self.leaves_per_min),
+            ("joins_per_min", self.joins_per_min),
+        ] {
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(format!("faults: {what} must be finite and not negative"));
+            }
+        }
+        let mut shares = vec![
+            ("half_open_prob", self.half_open_prob),
+            ("machine_crash_prob", self.machine_crash_prob),
+            ("graceful_leave_prob", self.graceful_leave_prob),
+            ("dial_failure_prob", self.dial_failure_prob),
+            ("dial_refusal_prob", self.dial_refusal_prob),
+        ];
+        if let Some(p) = &self.partitions {
+            shares.push(("partitions.oneway_prob", p.oneway_prob));
+            shares.push(("partitions.fraction", p.fraction));
+            p.gap_s
+                .validate("faults: partitions.gap_s", MAX_DELAY_MS / 1000.0)?;
+            p.length_s
+                .validate("faults: partitions.length_s", MAX_DELAY_MS / 1000.0)?;
+        }
+        for (what, share) in shares {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(format!("faults: {what} must be from 0 to 1"));
+            }
+        }
+        self.stall_ms.validate("faults: stall_ms", MAX_DELAY_MS)?;
+        self.reset_notify_ms
+            .validate("faults: reset_notify_ms", MAX_DELAY_MS)?;
+        self.downtime_s
+            .validate("faults: downtime_s", MAX_DELAY_MS / 1000.0)
+    }
+
+    /// Applies the settings of a TOML text on top of this configuration, as
+    /// `silver-p2p-sim --faults FILE` does. Every key is optional and named as the field
+    /// it sets (`stalls_per_min = 2.0`, `stall_ms = { uniform = { lo = 500, hi = 5000 } }`,
+    /// `partitions = { gap_s = { const = 60 }, length_s = { const = 30 }, oneway_prob =
+    /// 0.3, fraction = 0.4 }` or `partitions = "none"`, `seeds_may_fail = true`, …). An
+    /// unknown key, a wrong type or a result that fails [`Faults::validate`] is an error
+    /// that names it, and leaves `self` unchanged.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), String> {
+        let o: FaultOverrides = toml::from_str(text).map_err(|e| format!("faults: {e}"))?;
+        let mut next = self.clone();
+        let set = |field: &mut f64, v: Option<f64>| {
+            if let Some(v) = v {
+                *field = v;
+            }
+        };
+        set(&mut next.stalls_per_min, o.stalls_per_min);
+        set(&mut next.resets_per_min, o.resets_per_min);
+        set(&mut next.half_open_prob, o.half_open_prob);
+        set(&mut next.crashes_per_min, o.crashes_per_min);
+        set(&mut next.machine_crash_prob, o.machine_crash_prob);
+        set(&mut next.leaves_per_min, o.leaves_per_min);
+        set(&mut next.graceful_leave_prob, o.graceful_leave_prob);
+        set(&mut next.joins_per_min, o.joins_per_min);
+        set(&mut next.dial_failure_prob, o.dial_failure_prob);
+        set(&mut next.dial_refusal_prob, o.dial_refusal_prob);
+        for (field, v) in [
+            (&mut next.stall_ms, o.stall_ms),
+            (&mut next.reset_notify_ms, o.reset_notify_ms),
+            (&mut next.downtime_s, o.downtime_s),
+        ] {
+            if let Some(v) = v {
+                *field = v;
+            }
+        }
+        match o.partitions {
+            None => {}
+            Some(PartitionsSetting::Faults(p)) => next.partitions = Some(p),
+            Some(PartitionsSetting::Named(n)) if n == "none" => next.partitions = None,
+            Some(PartitionsSetting::Named(n)) => {
+                return Err(format!(
+                    "faults: partitions {n:?} is neither \"none\" nor a table"
+                ))
+            }
+        }
+        if let Some(b) = o.seeds_may_fail {
+            next.seeds_may_fail = b;
+        }
+        next.validate()?;
+        *self = next;
+        Ok(())
+    }
+}
+
+/// The keys [`Faults::apply_toml`] reads, each optional.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultOverrides {
+    stalls_per_min: Option<f64>,
+    stall_ms: Option<Dist>,
+    resets_per_min: Option<f64>,
+    reset_notify_ms: Option<Dist>,
+    half_open_prob: Option<f64>,
+    partitions: Option<PartitionsSetting>,
+    crashes_per_min: Option<f64>,
+    downtime_s: Option<Dist>,
+    machine_crash_prob: Option<f64>,
+    leaves_per_min: Option<f64>,
+    graceful_leave_prob: Option<f64>,
+    joins_per_min: Option<f64>,
+    dial_failure_prob: Option<f64>,
+    dial_refusal_prob: Option<f64>,
+    seeds_may_fail: Option<bool>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum PartitionsSetting {
+    Named(String),
+    Faults(PartitionFaults),
 }
 
 /// Which node a command applies to.
@@ -621,6 +744,13 @@ impl Scenario {
         self
     }
 
+    /// The random faults of the safety phase this scenario runs with (a built-in
+    /// scenario's own, or the last set with [`Scenario::faults`]): a starting point for
+    /// changing a few settings.
+    pub fn fault_config(&self) -> &Faults {
+        &self.faults
+    }
+
     /// The random faults of the safety phase.
     pub fn faults(mut self, f: Faults) -> Self {
         self.builtin = false;
@@ -747,4 +877,97 @@ pub(crate) fn payload(seq: u64, size: usize) -> Bytes {
     let mut v = vec![0u8; size.max(8)];
     v[..8].copy_from_slice(&seq.to_le_bytes());
     Bytes::from(v)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_scenario_has_valid_faults_and_links() {
+        for (name, _) in BUILTIN_SCENARIOS {
+            for nodes in [1, 20, 1_000, 100_000] {
+                let s = Scenario::builtin(name, nodes).unwrap();
+                assert_eq!(s.fault_config().validate(), Ok(()), "{name} {nodes}");
+                assert_eq!(s.link_config().validate(), Ok(()), "{name} {nodes}");
+            }
+        }
+    }
+
+    #[test]
+    fn toml_fault_settings_override_only_what_they_name() {
+        let base = Scenario::builtin("churn-partition", 20).unwrap();
+        let mut f = base.fault_config().clone();
+        f.apply_toml("stalls_per_min = 0\ncrashes_per_min = 3.5\nseeds_may_fail = false\n")
+            .unwrap();
+        assert_eq!((f.stalls_per_min, f.crashes_per_min), (0.0, 3.5));
+        assert!(!f.seeds_may_fail);
+        assert_eq!(f.partitions, base.fault_config().partitions);
+        assert_eq!(f.resets_per_min, base.fault_config().resets_per_min);
+        f.apply_toml("partitions = \"none\"\ndowntime_s = { const = 30 }\n")
+            .unwrap();
+        assert_eq!(f.partitions, None);
+        assert_eq!(f.downtime_s, Dist::Const(30.0));
+        f.apply_toml(
+            "partitions = { gap_s = { const = 9 }, length_s = { const = 3 }, oneway_prob = 1, fraction = 0.5 }\n",
+        )
+        .unwrap();
+        assert_eq!(f.partitions.as_ref().unwrap().fraction, 0.5);
+    }
+
+    #[test]
+    fn bad_toml_fault_settings_are_refused_and_change_nothing() {
+        let before = Faults::none();
+        for (text, reason) in [
+            ("resets_per_min = -2\n", "resets_per_min must be finite"),
+            ("joins_per_min = nan\n", "joins_per_min must be finite"),
+            ("dial_failure_prob = 1.01\n", "dial_failure_prob must be from 0 to 1"),
+            ("stall_ms = { const = 1e9 }\n", "stall_ms: values must be at most"),
+            ("downtime_s = { uniform = { lo = 9, hi = 1 } }\n", "downtime_s: uniform lo"),
+            (
+                "partitions = { gap_s = { const = 1 }, length_s = { const = 1 }, oneway_prob = 0, fraction = 2 }\n",
+                "partitions.fraction must be from 0 to 1",
+            ),
+            ("partitions = \"some\"\n", "neither \"none\""),
+            ("stall_per_min = 1\n", "unknown field `stall_per_min`"),
+            ("seeds_may_fail = 1\n", "faults:"),
+        ] {
+            let mut f = before.clone();
+            let e = f.apply_toml(text).expect_err(text);
+            assert!(e.contains(reason), "{text}: {e}");
+            assert_eq!(f, before, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_rate_too_small_to_ever_fire_is_waited_out_not_overflowed() {
+        // The wait before the first fault is drawn with a mean of 60 / rate minutes:
+        // astronomically long here, cut to a day rather than overflowing a duration.
+        let mut f = Faults::none();
+        f.apply_toml("stalls_per_min = 1e-300\nresets_per_min = 1e-300\n")
+            .unwrap();
+        let panics = panics_in_a_short_run(LinkConfig::default(), f);
+        assert!(panics.is_empty(), "{panics:?}");
+    }
+
+    /// Runs four nodes of `steady` for 20 simulated seconds on `links` with `faults`, and
+    /// returns the panics the run caught (each becomes a violation).
+    pub(crate) fn panics_in_a_short_run(
+        links: LinkConfig,
+        faults: Faults,
+    ) -> Vec<crate::sim::Violation> {
+        let mut sim = Scenario::builtin("steady", 4)
+            .expect("built in")
+            .duration(Duration::from_secs(20))
+            .liveness_budget(Duration::from_secs(5))
+            .links(links)
+            .faults(faults)
+            .build();
+        sim.run();
+        sim.violations()
+            .iter()
+            .filter(|v| v.kind == "panic")
+            .cloned()
+            .collect()
+    }
 }

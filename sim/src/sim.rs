@@ -450,6 +450,12 @@ pub struct Sim {
 
 const NANOS: f64 = 1e9;
 
+/// Seconds as a duration, at most [`crate::link::MAX_DELAY_MS`] (a sampled wait can be
+/// arbitrarily long; a day is longer than any run waits for one).
+fn secs(x: f64) -> Duration {
+    Duration::from_secs_f64(x.min(crate::link::MAX_DELAY_MS / 1000.0))
+}
+
 /// Milliseconds to nanoseconds, at most [`crate::link::MAX_DELAY_MS`].
 fn ms(x: f64) -> u64 {
     (x.min(crate::link::MAX_DELAY_MS) * 1e6) as u64
@@ -475,6 +481,9 @@ impl Sim {
     pub fn new(mut scenario: Scenario) -> Sim {
         if let Err(e) = scenario.links.validate() {
             panic!("invalid link configuration: {e}");
+        }
+        if let Err(e) = scenario.faults.validate() {
+            panic!("invalid fault configuration: {e}");
         }
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&scenario.seed.to_le_bytes());
@@ -574,15 +583,12 @@ impl Sim {
         ] {
             if rate > 0.0 {
                 let d = Dist::Exp { mean: 60.0 / rate }.sample(&mut sim.rng_faults);
-                sim.push(start + Duration::from_secs_f64(d), Ev::Fault(kind));
+                sim.push(start + secs(d), Ev::Fault(kind));
             }
         }
         if let Some(p) = &f.partitions {
             let d = p.gap_s.sample(&mut sim.rng_faults);
-            sim.push(
-                start + Duration::from_secs_f64(d),
-                Ev::Fault(FaultKind::Partition),
-            );
+            sim.push(start + secs(d), Ev::Fault(FaultKind::Partition));
         }
         sim.push(Timestamp::ZERO + sim.scenario.sample_interval, Ev::Sample);
         sim.push(sim.safety_end, Ev::SafetyEnd);
@@ -1878,10 +1884,7 @@ impl Sim {
                     if self.faults_on {
                         if let Some(pf) = self.scenario.faults.partitions.clone() {
                             let d = pf.gap_s.sample(&mut self.rng_faults);
-                            self.push(
-                                now + Duration::from_secs_f64(d),
-                                Ev::Fault(FaultKind::Partition),
-                            );
+                            self.push(now + secs(d), Ev::Fault(FaultKind::Partition));
                         }
                     }
                 }
@@ -2263,7 +2266,7 @@ impl Sim {
                         let down = f.downtime_s.sample(&mut self.rng_faults);
                         self.counts.crashes += 1;
                         self.kill_host(i, machine, HostStatus::Down);
-                        self.push(now + Duration::from_secs_f64(down), Ev::Restart(i));
+                        self.push(now + secs(down), Ev::Restart(i));
                     }
                 }
                 f.crashes_per_min
@@ -2296,18 +2299,14 @@ impl Sim {
                     if !self.partition_active {
                         let oneway = chance(&mut self.rng_faults, p.oneway_prob);
                         let len = p.length_s.sample(&mut self.rng_faults);
-                        self.partition(
-                            Split::Fraction(p.fraction),
-                            oneway,
-                            Some(Duration::from_secs_f64(len)),
-                        );
+                        self.partition(Split::Fraction(p.fraction), oneway, Some(secs(len)));
                     }
                 }
                 return;
             }
         };
         let d = Dist::Exp { mean: 60.0 / rate }.sample(&mut self.rng_faults);
-        self.push(now + Duration::from_secs_f64(d), Ev::Fault(k));
+        self.push(now + secs(d), Ev::Fault(k));
     }
 
     // ----- phases and checks -----

@@ -183,3 +183,58 @@ fn link_settings_from_a_file_apply_and_bad_ones_are_refused() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn fault_settings_from_a_file_apply_and_bad_ones_are_refused() {
+    let dir = std::env::temp_dir().join(format!("silver-sim-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
+            .args(["--nodes", "10", "--seed", "4", "--duration", "120s"])
+            .args(["--json", "--quiet", "--faults"])
+            .arg(&path)
+            .output()
+            .expect("runs")
+    };
+    // `steady` has no faults of its own: the file's are the only ones.
+    let out = run("some.toml", "resets_per_min = 6\ncrashes_per_min = 2\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(
+        v["faults"]["resets"].as_u64().unwrap() > 0,
+        "{}",
+        v["faults"]
+    );
+    assert!(
+        v["faults"]["crashes"].as_u64().unwrap() > 0,
+        "{}",
+        v["faults"]
+    );
+    assert_eq!(v["faults"]["stalls"].as_u64(), Some(0));
+    assert!(v["replay"].as_str().unwrap().contains(" --faults "));
+
+    for (name, text, reason) in [
+        (
+            "typo.toml",
+            "crash_per_min = 1\n",
+            "unknown field `crash_per_min`",
+        ),
+        (
+            "prob.toml",
+            "half_open_prob = 2\n",
+            "half_open_prob must be from 0 to 1",
+        ),
+    ] {
+        let out = run(name, text);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{name}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
