@@ -182,28 +182,14 @@ impl LinkConfig {
         if let Some(d) = o.jitter_ms {
             next.jitter_ms = d;
         }
-        match o.bandwidth {
-            None => {}
-            Some(Bandwidth::Dist(d)) => next.bandwidth = Some(d),
-            Some(Bandwidth::Named(n)) if n == "unlimited" => next.bandwidth = None,
-            Some(Bandwidth::Named(n)) => {
-                return Err(format!(
-                    "links: bandwidth {n:?} is neither \"unlimited\" nor a distribution"
-                ))
-            }
+        if let Some(b) = o.bandwidth {
+            next.bandwidth = b.resolve("links: bandwidth", &[("unlimited", None)])?;
         }
-        match o.regions {
-            None => {}
-            Some(RegionsSetting::Matrix(r)) => next.regions = Some(r),
-            Some(RegionsSetting::Named(n)) => match n.as_str() {
-                "world" => next.regions = Some(Regions::world()),
-                "none" => next.regions = None,
-                _ => {
-                    return Err(format!(
-                        "links: regions {n:?} is neither \"world\", \"none\" nor a table"
-                    ))
-                }
-            },
+        if let Some(r) = o.regions {
+            next.regions = r.resolve(
+                "links: regions",
+                &[("world", Some(Regions::world())), ("none", None)],
+            )?;
         }
         if let Some(n) = o.max_pieces {
             next.max_pieces = n;
@@ -226,25 +212,46 @@ impl LinkConfig {
 struct LinkOverrides {
     latency_ms: Option<Dist>,
     jitter_ms: Option<Dist>,
-    bandwidth: Option<Bandwidth>,
-    regions: Option<RegionsSetting>,
+    bandwidth: Option<NamedOr<Dist>>,
+    regions: Option<NamedOr<Regions>>,
     max_pieces: Option<u32>,
     window: Option<usize>,
     connect_timeout_ms: Option<u64>,
 }
 
+/// A setting given either by one of a few names or in full (a table, a distribution).
 #[derive(Debug, serde::Deserialize)]
 #[serde(untagged)]
-enum Bandwidth {
+pub(crate) enum NamedOr<T> {
+    /// One of the names the setting knows.
     Named(String),
-    Dist(Dist),
+    /// The value in full.
+    Value(T),
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(untagged)]
-enum RegionsSetting {
-    Named(String),
-    Matrix(Regions),
+impl<T: Clone> NamedOr<T> {
+    /// The value this setting stands for: a full value as given, a name as `names` maps
+    /// it (`None` meaning "off"); an unknown name is an error naming `what` and the choices.
+    pub(crate) fn resolve(
+        self,
+        what: &str,
+        names: &[(&str, Option<T>)],
+    ) -> Result<Option<T>, String> {
+        match self {
+            NamedOr::Value(v) => Ok(Some(v)),
+            NamedOr::Named(n) => names
+                .iter()
+                .find(|(name, _)| *name == n)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| {
+                    let known: Vec<String> = names.iter().map(|(k, _)| format!("{k:?}")).collect();
+                    format!(
+                        "{what} {n:?} is neither {} nor a full setting",
+                        known.join(", ")
+                    )
+                }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -303,8 +310,11 @@ mod tests {
                 "tail index",
             ),
             ("bandwidth = { const = 0 }\n", "bandwidth must be positive"),
-            ("bandwidth = \"fast\"\n", "neither \"unlimited\""),
-            ("regions = \"mars\"\n", "neither \"world\""),
+            (
+                "bandwidth = \"fast\"\n",
+                "bandwidth \"fast\" is neither \"unlimited\"",
+            ),
+            ("regions = \"mars\"\n", "neither \"world\", \"none\""),
             (
                 "regions = { names = [\"a\"], weights = [1], latency_ms = [[1, 2]] }\n",
                 "must be square",

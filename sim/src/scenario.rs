@@ -13,7 +13,7 @@ use silver_p2p_core::node::{Event, GossipMessage, Node, NodeConfig};
 use silver_p2p_core::Timestamp;
 
 use crate::dist::Dist;
-use crate::link::{LinkConfig, MAX_DELAY_MS};
+use crate::link::{LinkConfig, NamedOr, MAX_DELAY_MS};
 use crate::sim::{NodeId, Sim};
 use crate::sybil::SybilConfig;
 
@@ -268,15 +268,8 @@ impl Faults {
                 *field = v;
             }
         }
-        match o.partitions {
-            None => {}
-            Some(PartitionsSetting::Faults(p)) => next.partitions = Some(p),
-            Some(PartitionsSetting::Named(n)) if n == "none" => next.partitions = None,
-            Some(PartitionsSetting::Named(n)) => {
-                return Err(format!(
-                    "faults: partitions {n:?} is neither \"none\" nor a table"
-                ))
-            }
+        if let Some(p) = o.partitions {
+            next.partitions = p.resolve("faults: partitions", &[("none", None)])?;
         }
         if let Some(b) = o.seeds_may_fail {
             next.seeds_may_fail = b;
@@ -296,7 +289,7 @@ struct FaultOverrides {
     resets_per_min: Option<f64>,
     reset_notify_ms: Option<Dist>,
     half_open_prob: Option<f64>,
-    partitions: Option<PartitionsSetting>,
+    partitions: Option<NamedOr<PartitionFaults>>,
     crashes_per_min: Option<f64>,
     downtime_s: Option<Dist>,
     machine_crash_prob: Option<f64>,
@@ -306,13 +299,6 @@ struct FaultOverrides {
     dial_failure_prob: Option<f64>,
     dial_refusal_prob: Option<f64>,
     seeds_may_fail: Option<bool>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(untagged)]
-enum PartitionsSetting {
-    Named(String),
-    Faults(PartitionFaults),
 }
 
 /// Which node a command applies to.
