@@ -36,10 +36,22 @@ pub enum Direction {
 }
 
 /// The content hash identifying a gossip message (SHA-256 of its kind and payload).
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct MessageId(pub [u8; 32]);
+
+/// Lexicographic on the bytes, like the derived order, a word at a time (see
+/// `identity::cmp_key`).
+impl Ord for MessageId {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        crate::identity::cmp_key(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for MessageId {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl core::fmt::Debug for MessageId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
