@@ -176,12 +176,8 @@ impl LinkConfig {
     pub fn apply_toml(&mut self, text: &str) -> Result<(), String> {
         let o: LinkOverrides = toml::from_str(text).map_err(|e| format!("links: {e}"))?;
         let mut next = self.clone();
-        if let Some(d) = o.latency_ms {
-            next.latency_ms = d;
-        }
-        if let Some(d) = o.jitter_ms {
-            next.jitter_ms = d;
-        }
+        set_given(&mut next.latency_ms, o.latency_ms);
+        set_given(&mut next.jitter_ms, o.jitter_ms);
         if let Some(b) = o.bandwidth {
             next.bandwidth = b.resolve("links: bandwidth", &[("unlimited", None)])?;
         }
@@ -191,12 +187,8 @@ impl LinkConfig {
                 &[("world", Some(Regions::world())), ("none", None)],
             )?;
         }
-        if let Some(n) = o.max_pieces {
-            next.max_pieces = n;
-        }
-        if let Some(n) = o.window {
-            next.window = n;
-        }
+        set_given(&mut next.max_pieces, o.max_pieces);
+        set_given(&mut next.window, o.window);
         if let Some(ms) = o.connect_timeout_ms {
             next.connect_timeout = Duration::from_millis(ms);
         }
@@ -217,6 +209,14 @@ struct LinkOverrides {
     max_pieces: Option<u32>,
     window: Option<usize>,
     connect_timeout_ms: Option<u64>,
+}
+
+/// Sets `field` to `value` if a settings file gave one (the TOML overrides leave every
+/// key they do not name as it was).
+pub(crate) fn set_given<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
 }
 
 /// A setting given either by one of a few names or in full (a table, a distribution).

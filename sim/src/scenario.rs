@@ -13,7 +13,7 @@ use silver_p2p_core::node::{Event, GossipMessage, Node, NodeConfig};
 use silver_p2p_core::Timestamp;
 
 use crate::dist::Dist;
-use crate::link::{LinkConfig, NamedOr, MAX_DELAY_MS};
+use crate::link::{set_given, LinkConfig, NamedOr, MAX_DELAY_MS};
 use crate::sim::{NodeId, Sim};
 use crate::sybil::SybilConfig;
 
@@ -244,36 +244,23 @@ impl Faults {
     pub fn apply_toml(&mut self, text: &str) -> Result<(), String> {
         let o: FaultOverrides = toml::from_str(text).map_err(|e| format!("faults: {e}"))?;
         let mut next = self.clone();
-        let set = |field: &mut f64, v: Option<f64>| {
-            if let Some(v) = v {
-                *field = v;
-            }
-        };
-        set(&mut next.stalls_per_min, o.stalls_per_min);
-        set(&mut next.resets_per_min, o.resets_per_min);
-        set(&mut next.half_open_prob, o.half_open_prob);
-        set(&mut next.crashes_per_min, o.crashes_per_min);
-        set(&mut next.machine_crash_prob, o.machine_crash_prob);
-        set(&mut next.leaves_per_min, o.leaves_per_min);
-        set(&mut next.graceful_leave_prob, o.graceful_leave_prob);
-        set(&mut next.joins_per_min, o.joins_per_min);
-        set(&mut next.dial_failure_prob, o.dial_failure_prob);
-        set(&mut next.dial_refusal_prob, o.dial_refusal_prob);
-        for (field, v) in [
-            (&mut next.stall_ms, o.stall_ms),
-            (&mut next.reset_notify_ms, o.reset_notify_ms),
-            (&mut next.downtime_s, o.downtime_s),
-        ] {
-            if let Some(v) = v {
-                *field = v;
-            }
-        }
+        set_given(&mut next.stalls_per_min, o.stalls_per_min);
+        set_given(&mut next.resets_per_min, o.resets_per_min);
+        set_given(&mut next.half_open_prob, o.half_open_prob);
+        set_given(&mut next.crashes_per_min, o.crashes_per_min);
+        set_given(&mut next.machine_crash_prob, o.machine_crash_prob);
+        set_given(&mut next.leaves_per_min, o.leaves_per_min);
+        set_given(&mut next.graceful_leave_prob, o.graceful_leave_prob);
+        set_given(&mut next.joins_per_min, o.joins_per_min);
+        set_given(&mut next.dial_failure_prob, o.dial_failure_prob);
+        set_given(&mut next.dial_refusal_prob, o.dial_refusal_prob);
+        set_given(&mut next.stall_ms, o.stall_ms);
+        set_given(&mut next.reset_notify_ms, o.reset_notify_ms);
+        set_given(&mut next.downtime_s, o.downtime_s);
         if let Some(p) = o.partitions {
             next.partitions = p.resolve("faults: partitions", &[("none", None)])?;
         }
-        if let Some(b) = o.seeds_may_fail {
-            next.seeds_may_fail = b;
-        }
+        set_given(&mut next.seeds_may_fail, o.seeds_may_fail);
         next.validate()?;
         *self = next;
         Ok(())

@@ -861,12 +861,10 @@ impl Node {
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
-        while let Some((at, timer)) = self.timers.pop_due(now) {
+        while let Some((_, timer)) = self.timers.pop_due(now) {
             match timer {
-                Timer::Maintenance => {
-                    self.maintenance_at.retain(|t| *t != at);
-                    self.maintenance(now)
-                }
+                // The run cancels every recorded maintenance time, this one included.
+                Timer::Maintenance => self.maintenance(now),
                 Timer::Conn(id) => {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.timer_at = None;
