@@ -70,52 +70,60 @@ enum Timer {
 }
 
 /// One connection and what the node knows about it.
+//
+// In the order of how often it is touched (`repr(C)`), as `Connection` is: what every
+// packet and flush reads (the flags, the timer entry, the buffered total, the gossip
+// marks) fills the line right after the connection's own, the rate limits come next, and
+// the identity and the rarely used state last.
 #[derive(Debug)]
+#[repr(C)]
 struct Conn {
     conn: Connection,
-    addr: SocketAddr,
-    direction: Direction,
-    peer: Option<PeerId>,
+    // Every packet and flush.
     /// Registered in the peer table (the handshake completed and it survived duplicate
     /// resolution).
     registered: bool,
-    agent: String,
-    version: u32,
-    created_at: Timestamp,
+    closed: bool,
+    /// Listed in `Node::sendable`.
+    sendable: bool,
+    /// The peer advertised [`Capabilities::LAZY_GOSSIP`]: it may be made lazy.
+    lazy_gossip: bool,
+    direction: Direction,
+    /// The connection's buffered bytes when it was last flushed (its share of
+    /// `Node::conns_buffered`).
+    buffered: usize,
+    /// The deadline registered in the timer index for this connection.
+    timer_at: Option<Timestamp>,
     /// Last time the peer sent something new and valid (gossip we had not seen, answers).
     useful_at: Option<Timestamp>,
+    /// Tree gossip: when this link last brought a gossip message we did not have yet. A
+    /// link that was some message's fastest path within the last `announce_interval` is
+    /// not pruned for a duplicate (see `Node::prune`).
+    first_copy_at: Option<Timestamp>,
+    // Every message received.
     limiter: PeerRateLimiter,
     /// Message buckets per class: gossip, requests, unicast, discovery.
     class_buckets: [TokenBucket; 4],
+    peer: Option<PeerId>,
+    misbehaviour: u32,
     rate_paused_until: Option<Timestamp>,
+    // The rest.
+    addr: SocketAddr,
+    version: u32,
+    agent: String,
+    created_at: Timestamp,
     /// Unsolicited address budget, in milli-addresses.
     addr_budget: TokenBucket,
-    get_peers_outstanding: bool,
     answered_get_peers_at: Option<Timestamp>,
     /// Requests from this peer awaiting our answer.
     inbound_requests: BTreeSet<u64>,
     /// Our requests in flight on this connection.
     outbound_requests: usize,
-    misbehaviour: u32,
-    /// The deadline registered in the timer index for this connection.
-    timer_at: Option<Timestamp>,
-    closed: bool,
-    /// The connection's buffered bytes when it was last flushed (its share of
-    /// `Node::conns_buffered`).
-    buffered: usize,
-    /// Listed in `Node::sendable`.
-    sendable: bool,
-    /// The peer advertised [`Capabilities::LAZY_GOSSIP`]: it may be made lazy.
-    lazy_gossip: bool,
     /// Tree gossip: when we last sent this peer a Prune, and last answered its plain graft
     /// with our recent ids. Each is repeated at most once per `announce_interval`, so a
     /// peer cannot make us send either over and over.
     pruned_at: Option<Timestamp>,
     graft_answered_at: Option<Timestamp>,
-    /// Tree gossip: when this link last brought a gossip message we did not have yet. A
-    /// link that was some message's fastest path within the last `announce_interval` is
-    /// not pruned for a duplicate (see `Node::prune`).
-    first_copy_at: Option<Timestamp>,
     /// Tree gossip: the arrival time of the newest message announced on this link after a
     /// Prune. Those announcements name each message at most once per link, so however
     /// often a peer gets the link pruned it cannot make us send more ids than arrive.
@@ -125,6 +133,7 @@ struct Conn {
     /// after it was registered (another announcement follows it then); and whether it is
     /// the one follow-up for messages still travelling when the first was sent.
     prune_announce_at: Option<Timestamp>,
+    get_peers_outstanding: bool,
     announce_again: bool,
     prune_follow_up: bool,
 }
@@ -3273,5 +3282,36 @@ impl Node {
         let _ = s.deadline;
         self.outputs
             .push_back(Output::Event(Event::ShutdownComplete(report)));
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// What every packet and flush reads of a `Conn` besides its connection shares the one
+    /// cache line right after the connection's own lines.
+    #[test]
+    fn the_fields_a_packet_touches_share_a_line_after_the_connection() {
+        let start = offset_of!(Conn, registered);
+        assert_eq!(start, size_of::<Connection>(), "right after the connection");
+        assert_eq!(start % 64, 0, "on a line of its own");
+        let end = offset_of!(Conn, first_copy_at) + size_of::<Option<Timestamp>>();
+        assert!(end - start <= 64, "spans {} bytes", end - start);
+        for f in [
+            offset_of!(Conn, closed),
+            offset_of!(Conn, sendable),
+            offset_of!(Conn, lazy_gossip),
+            offset_of!(Conn, direction),
+            offset_of!(Conn, buffered),
+            offset_of!(Conn, timer_at),
+            offset_of!(Conn, useful_at),
+        ] {
+            assert!((start..end).contains(&f));
+        }
+        assert!(
+            offset_of!(Conn, limiter) >= end && offset_of!(Conn, addr) > offset_of!(Conn, limiter)
+        );
     }
 }
