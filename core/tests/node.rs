@@ -1241,6 +1241,41 @@ fn shaped_tree(n: usize) -> Net {
     net
 }
 
+/// An announcement round names to each lazy peer only the messages earlier rounds did not
+/// name to it: once every lazy peer has heard of a burst, later rounds name nothing more,
+/// however many rounds fall within the history.
+#[test]
+fn announcement_rounds_name_each_message_to_a_peer_once() {
+    let n = 20;
+    let mut net = Net::star(n, |_, c| {
+        c.limits.target_outbound = 4;
+        tree(c);
+        // Every lazy peer in every round.
+        c.gossip.announce_peers = 64;
+    });
+    net.run_for(Duration::from_secs(60));
+    broadcasts(&mut net, 10, Duration::from_secs(2));
+    net.run_for(Duration::from_secs(12)); // the shaping burst leaves the history
+    let start = total(&net, |c| c.gossip_ids_announced);
+    let ids = broadcasts(&mut net, 5, Duration::from_millis(100));
+    // Settled and announced: a round every second, `announce_delay` after arrival.
+    net.run_for(Duration::from_secs(3));
+    assert_each_delivered_once(&net, 0..n, &ids);
+    let named = total(&net, |c| c.gossip_ids_announced) - start;
+    let links: usize = (0..n)
+        .map(|i| net.nodes[i].node.peer_connections().count())
+        .sum();
+    // Rounds name each id to each lazy peer once; so do the announcements after a Prune.
+    assert!(
+        named > 0 && named as usize <= 2 * 5 * links,
+        "{named} ids named over {links} link ends"
+    );
+    // Five more rounds while the burst is still in the history: nothing new to name.
+    let before = total(&net, |c| c.gossip_ids_announced);
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(total(&net, |c| c.gossip_ids_announced), before);
+}
+
 #[test]
 fn announcements_never_make_a_healthy_tree_ask_for_copies_already_on_their_way() {
     // Broadcasts every 30 ms: every announcement round falls while some message is still

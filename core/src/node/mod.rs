@@ -128,6 +128,10 @@ struct Conn {
     /// Prune. Those announcements name each message at most once per link, so however
     /// often a peer gets the link pruned it cannot make us send more ids than arrive.
     prune_announced_upto: Option<Timestamp>,
+    /// Tree gossip: the arrival time of the newest message named to this peer in an
+    /// announcement round. A round names only messages that arrived after it, so each
+    /// message is named to a peer at most once by the rounds, not once per round.
+    round_announced_upto: Option<Timestamp>,
     /// Tree gossip: when the announcement across this link after its last Prune is due
     /// (registered in the timer index; at most one at a time); whether another Prune came
     /// after it was registered (another announcement follows it then); and whether it is
@@ -1058,6 +1062,7 @@ impl Node {
                 first_copy_at: None,
                 graft_answered_at: None,
                 prune_announced_upto: None,
+                round_announced_upto: None,
                 prune_announce_at: None,
                 announce_again: false,
                 prune_follow_up: false,
@@ -2455,7 +2460,7 @@ impl Node {
     /// had just pruned.
     ///
     /// With `after`, only messages that arrived later than it are announced. Returns the
-    /// arrival time of the newest message announced.
+    /// arrival time of the newest message announced, if every IHave was queued.
     fn send_ihaves(
         &mut self,
         now: Timestamp,
@@ -2472,7 +2477,7 @@ impl Node {
             .skip_while(|(at, _)| *at + settled > now)
             .take_while(|(at, _)| after.is_none_or(|a| *at > a))
             .peekable();
-        let newest = listed.peek().map(|(at, _)| *at);
+        let mut newest = listed.peek().map(|(at, _)| *at);
         let ids: Vec<[u8; 32]> = listed.map(|(_, m)| m.0).collect();
         for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
             if self
@@ -2485,13 +2490,18 @@ impl Node {
                 .is_ok()
             {
                 self.counters.gossip_announcements_sent += 1;
+                self.counters.gossip_ids_announced += chunk.len() as u64;
+            } else {
+                // Not all named (a full queue): the next announcement names them again.
+                newest = None;
             }
         }
         newest
     }
 
     /// Tree gossip: one announcement round. The ids of the messages in the history go to
-    /// `announce_peers` lazy peers chosen at random.
+    /// `announce_peers` lazy peers chosen at random among those it has news for: each
+    /// peer's only those that arrived after the ones earlier rounds named to it.
     fn announce(&mut self, now: Timestamp) {
         if self.shutdown.is_some() {
             return;
@@ -2499,9 +2509,17 @@ impl Node {
         self.timers
             .insert((now + self.config.gossip.announce_interval, Timer::Announce));
         self.expire_history(now);
-        if self.history_order.is_empty() {
+        let delay = self.config.gossip.announce_delay;
+        // The newest message settled enough to announce (see `send_ihaves`).
+        let Some(newest_settled) = self
+            .history_order
+            .iter()
+            .rev()
+            .map(|(at, _)| *at)
+            .find(|at| *at + delay <= now)
+        else {
             return;
-        }
+        };
 
         let mut lazy = self.lazy.clone();
         let mut left = self.config.gossip.announce_peers;
@@ -2513,12 +2531,22 @@ impl Node {
             // random choice.
             let j = i + self.rng.below((lazy.len() - i) as u64) as usize;
             lazy.swap(i, j);
-            let usable = self.conns.get(&lazy[i]).is_some_and(|c| c.is_gossip_peer());
-            if !usable {
+            let Some(upto) = self
+                .conns
+                .get(&lazy[i])
+                .filter(|c| c.is_gossip_peer())
+                .map(|c| c.round_announced_upto)
+            else {
                 continue;
+            };
+            if upto.is_some_and(|t| t >= newest_settled) {
+                continue; // named everything to this peer already
             }
             left -= 1;
-            self.send_ihaves(now, lazy[i], self.config.gossip.announce_delay, None);
+            let newest = self.send_ihaves(now, lazy[i], delay, upto);
+            if let (Some(c), Some(t)) = (self.conns.get_mut(&lazy[i]), newest) {
+                c.round_announced_upto = Some(t);
+            }
         }
     }
 

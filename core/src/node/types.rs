@@ -507,6 +507,9 @@ pub struct NodeCounters {
     /// Tree gossip: IHave announcements sent to lazy peers.
     #[serde(default)]
     pub gossip_announcements_sent: u64,
+    /// Tree gossip: message ids named in those announcements.
+    #[serde(default)]
+    pub gossip_ids_announced: u64,
     /// Tree gossip: message ids asked for with IWant after an announcement.
     #[serde(default)]
     pub gossip_ids_wanted: u64,
