@@ -257,15 +257,15 @@ pub enum GossipMode {
     /// Push along a spanning tree, announce to the rest (epidemic broadcast trees). Peers
     /// start eager (pushed to); a peer that delivers a message we already had is told to
     /// stop (`Prune`) and becomes lazy. Lazy peers get the ids of recent messages
-    /// (`IHave`), a few chosen at random every `announce_interval`; a node missing an
-    /// announced message asks for it (`IWant`), which also makes that link eager again, so
-    /// the tree repairs itself after failures. A node that loses a pushing peer asks all
-    /// its lazy peers to push again, and they answer with their recent ids. Each node then
-    /// receives each payload about once. Where the tree is broken without a connection
-    /// closing (a silent peer), repair waits for a random announcement, so delivery there
-    /// is likely within a few `announce_interval`s but not certain within `history`.
-    /// A node in tree mode always advertises [`crate::Capabilities::LAZY_GOSSIP`]; peers
-    /// that do not are always pushed to.
+    /// (`IHave`, each id once per peer), a few chosen at random every `announce_interval`;
+    /// a node missing an announced message asks for it (`IWant`), which also makes that
+    /// link eager again, so the tree repairs itself after failures. A node that loses a
+    /// pushing peer asks all its lazy peers to push again, and they answer with their
+    /// recent ids. Each node then receives each payload about once. Where the tree is
+    /// broken without a connection closing (a silent peer), repair waits for a random
+    /// announcement, so delivery there is likely within a few `announce_interval`s but not
+    /// certain within `history`. A node in tree mode always advertises
+    /// [`crate::Capabilities::LAZY_GOSSIP`]; peers that do not are always pushed to.
     Tree,
 }
 
@@ -308,9 +308,10 @@ pub struct GossipConfig {
     /// `announce_interval_ms` plus this. Default 200 ms.
     #[serde(with = "duration_ms", rename = "announce_delay_ms")]
     pub announce_delay: Duration,
-    /// Tree mode: lazy peers, chosen at random, that each announcement round goes to.
-    /// More repairs a broken tree sooner, at one small message per peer and round.
-    /// Default 2.
+    /// Tree mode: lazy peers, chosen at random among those with news, that each
+    /// announcement round goes to; a round names to a peer only the messages no earlier
+    /// round named to it. More repairs a broken tree sooner, at one small message per peer
+    /// and round. Default 2.
     pub announce_peers: usize,
     /// Tree mode: how long a message stays announced and is kept to answer `IWant`. A
     /// node cut off from the tree without noticing (a silent peer) gets back what it missed
