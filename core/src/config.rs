@@ -13,9 +13,17 @@ pub struct ConnectionConfig {
     /// extend it. Default 10 s.
     #[serde(with = "crate::config::duration_ms", rename = "handshake_timeout_ms")]
     pub handshake_timeout: Duration,
-    /// Interval between keepalive Pings once connected. Default 30 s.
+    /// Longest the peer may stay silent before we send it a keepalive Ping; a silent link
+    /// is pinged at this interval. Default 30 s.
     #[serde(with = "crate::config::duration_ms", rename = "ping_interval_ms")]
     pub ping_interval: Duration,
+    /// Longest interval between Pings on a link that carries other traffic (and so needs no
+    /// keepalive): each Pong is a round-trip sample for the peer's health score and for
+    /// eviction, so this bounds how stale that sample gets. The first Ping still goes out
+    /// `ping_interval` after the handshake. Equal to `ping_interval`, every link is pinged
+    /// at that interval whatever its traffic. Default 120 s.
+    #[serde(with = "crate::config::duration_ms", rename = "rtt_sample_interval_ms")]
+    pub rtt_sample_interval: Duration,
     /// A connected peer that sends nothing at all for this long is closed. Must exceed
     /// `ping_interval` (an honest peer answers every Ping). Default 90 s.
     #[serde(with = "crate::config::duration_ms", rename = "idle_timeout_ms")]
@@ -55,6 +63,7 @@ impl Default for ConnectionConfig {
         ConnectionConfig {
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),
+            rtt_sample_interval: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(90),
             max_hello_size: 2048,
             max_message_size: 8 << 20,
@@ -125,6 +134,7 @@ impl ConnectionConfig {
         };
         nonzero("handshake_timeout_ms", self.handshake_timeout)?;
         nonzero("ping_interval_ms", self.ping_interval)?;
+        nonzero("rtt_sample_interval_ms", self.rtt_sample_interval)?;
         nonzero("reassembly_timeout_ms", self.reassembly_timeout)?;
         if self.idle_timeout <= self.ping_interval {
             return Err(ConfigError::new(

@@ -255,11 +255,24 @@ pub struct ConnectionStats {
     pub transport_suite: Option<TransportSuite>,
 }
 
-/// Keepalive bookkeeping.
-#[derive(Debug)]
+/// Keepalive bookkeeping. A Ping goes out when the peer has been silent for
+/// `ping_interval` (keepalive), or when the round-trip sample is due (`rtt_sample_interval`),
+/// whichever comes first: a busy link needs no keepalive, only a fresh sample now and then.
+/// (When to look next is `Connection::ping_check`, kept with the hot fields.)
+#[derive(Debug, Default)]
 struct Keepalive {
-    next_ping: Timestamp,
+    /// When the last Ping went out (the handshake's completion before the first).
+    last_ping: Timestamp,
+    /// When a Ping is due whatever the traffic, to take a round-trip sample.
+    next_sample: Timestamp,
     outstanding: Option<(u64, Timestamp)>,
+}
+
+impl Keepalive {
+    /// When the next Ping is due, given when the peer was last heard from.
+    fn due(&self, last_received: Timestamp, ping_interval: Duration) -> Timestamp {
+        (self.last_ping.max(last_received) + ping_interval).min(self.next_sample)
+    }
 }
 
 enum Crypto {
@@ -307,7 +320,11 @@ pub struct Connection {
     last_received: Timestamp,
     crypto: Crypto,
     // Deadlines and limits.
-    keepalive: Option<Keepalive>,
+    /// When `handle_timeout` next looks whether a Ping is due (see [`Keepalive`]), once
+    /// established: the deadline `poll_timeout` reports. Received bytes only ever make a
+    /// Ping due later, so it moves at a check rather than on every packet, which would
+    /// churn the embedding's timer index.
+    ping_check: Option<Timestamp>,
     graceful_deadline: Option<Timestamp>,
     config: Arc<ConnectionConfig>,
     // The read side.
@@ -329,6 +346,7 @@ pub struct Connection {
     /// Keys the stream of ping nonces (drawn on demand: a generator's buffer would cost
     /// every idle connection 300 bytes).
     nonce_seed: [u8; 32],
+    keepalive: Keepalive,
 }
 
 impl Connection {
@@ -384,7 +402,8 @@ impl Connection {
             created_at: now,
             clock: now,
             last_received: now,
-            keepalive: None,
+            ping_check: None,
+            keepalive: Keepalive::default(),
             graceful_deadline: None,
             nonce_seed,
             stats: ConnectionStats::default(),
@@ -571,15 +590,23 @@ impl Connection {
                 return;
             }
         }
-        if let Some(ka) = &mut self.keepalive {
-            if now >= ka.next_ping {
+        if self.ping_check.is_some_and(|t| now >= t) {
+            let (last_received, interval) = (self.last_received, self.config.ping_interval);
+            let ka = &mut self.keepalive;
+            let mut ping = None;
+            if now >= ka.due(last_received, interval) {
                 if ka.outstanding.is_some() {
                     self.stats.pings_unanswered_in_a_row += 1;
                 }
                 let nonce = nth_u64(&self.nonce_seed, self.stats.pings_sent);
-                ka.outstanding = Some((nonce, now));
-                ka.next_ping = now + self.config.ping_interval;
                 self.stats.pings_sent += 1;
+                ka.outstanding = Some((nonce, now));
+                ka.last_ping = now;
+                ka.next_sample = now + self.config.rtt_sample_interval;
+                ping = Some(nonce);
+            }
+            self.ping_check = Some(ka.due(last_received, interval));
+            if let Some(nonce) = ping {
                 let _ = self.enqueue(Outgoing::Message(Message::Ping { nonce }));
             }
         }
@@ -757,7 +784,7 @@ impl Connection {
                 Some(self.handshake_deadline())
             }
             ConnectionState::Connected | ConnectionState::Closing => {
-                let mut t = self.keepalive.as_ref().map(|k| k.next_ping);
+                let mut t = self.ping_check;
                 if self.paused == 0 {
                     t = earliest(t, Some(self.idle_deadline()));
                 }
@@ -889,10 +916,13 @@ impl Connection {
         };
         self.state = ConnectionState::Connected;
         self.stats.connected_since = Some(now);
-        self.keepalive = Some(Keepalive {
-            next_ping: now + self.config.ping_interval,
+        let first = now + self.config.ping_interval;
+        self.ping_check = Some(first);
+        self.keepalive = Keepalive {
+            last_ping: now,
+            next_sample: first,
             outstanding: None,
-        });
+        };
         self.remote = Some((peer, Box::new(hello.clone()), version));
         self.outputs
             .push_back(ConnectionOutput::Event(ConnectionEvent::Established {
@@ -973,10 +1003,10 @@ impl Connection {
                 let _ = self.enqueue(Outgoing::Message(Message::Pong { nonce }));
             }
             Message::Pong { nonce } => {
-                let ka = self.keepalive.as_mut();
-                match ka.and_then(|k| k.outstanding.filter(|(n, _)| *n == nonce).map(|o| (k, o))) {
-                    Some((k, (_, sent))) => {
-                        k.outstanding = None;
+                let ka = &mut self.keepalive;
+                match ka.outstanding.filter(|(n, _)| *n == nonce) {
+                    Some((_, sent)) => {
+                        ka.outstanding = None;
                         self.stats.pings_unanswered_in_a_row = 0;
                         let sample = now.saturating_duration_since(sent);
                         self.stats.rtt = Some(sample);
@@ -1034,7 +1064,8 @@ impl Connection {
     fn finish(&mut self, reason: CloseReason) {
         self.state = ConnectionState::Closed;
         self.crypto = Crypto::None;
-        self.keepalive = None;
+        self.ping_check = None;
+        self.keepalive = Keepalive::default();
         self.graceful_deadline = None;
         self.reassembler = Reassembler::new();
         self.decoder = PacketDecoder::new(1);

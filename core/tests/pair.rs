@@ -294,6 +294,54 @@ fn keepalive_measures_rtt_and_keeps_a_quiet_link_up() {
     );
 }
 
+/// Runs a link for ten minutes on which `b` sends `a` a transaction every 5 s (and `a`
+/// sends nothing of its own); returns the pings each side sent.
+fn pings_on_a_one_way_busy_link(config_a: ConnectionConfig) -> (u64, u64) {
+    let mut p = PairBuilder {
+        config_a,
+        ..Default::default()
+    }
+    .build();
+    p.drive();
+    p.rate = 1 << 20;
+    p.step_time = Duration::from_millis(5);
+    let start = p.now;
+    for k in 1..=120u32 {
+        p.b.conn
+            .send(Message::Transaction {
+                data: Bytes::from(k.to_be_bytes().to_vec()),
+            })
+            .unwrap();
+        p.run_until(start + Duration::from_secs(5) * k);
+    }
+    assert_eq!(p.a.conn.state(), ConnectionState::Connected);
+    assert_eq!(p.a.messages().len(), 120);
+    for side in [&p.a, &p.b] {
+        let s = side.conn.stats();
+        assert_eq!(s.pongs_matched, s.pings_sent, "every ping answered");
+        assert!(s.srtt.is_some(), "a round-trip sample was taken");
+    }
+    (p.a.conn.stats().pings_sent, p.b.conn.stats().pings_sent)
+}
+
+#[test]
+fn a_busy_link_is_pinged_only_to_sample_the_round_trip() {
+    // `a` hears from `b` every 5 s, so it needs no keepalive: it pings `b` 30 s after the
+    // handshake for a first sample, then every 120 s (at 30, 150, 270, 390 and 510 s).
+    // `b` hears only `a`'s pongs and pings: it pings after each 30 s of silence, which
+    // `a`'s sample pings break four times (about 15 pings rather than 20).
+    let (a, b) = pings_on_a_one_way_busy_link(ConnectionConfig::default());
+    assert_eq!(a, 5);
+    assert!((14..=16).contains(&b), "{b}");
+    // With the sample interval at the ping interval, every link is pinged every 30 s.
+    let every_ping = ConnectionConfig {
+        rtt_sample_interval: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let (a, _) = pings_on_a_one_way_busy_link(every_ping);
+    assert!(a >= 19, "{a}");
+}
+
 #[test]
 fn silent_peer_is_closed_after_idle_timeout() {
     let mut p = Pair::new();

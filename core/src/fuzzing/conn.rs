@@ -54,6 +54,7 @@ pub(super) fn small_config(u: &mut Unstructured<'_>) -> ConnectionConfig {
         Ok(ConnectionConfig {
             handshake_timeout: Duration::from_millis(u.int_in_range(1..=20_000)?),
             ping_interval: Duration::from_millis(ping),
+            rtt_sample_interval: Duration::from_millis(u.int_in_range(1..=120_000)?),
             idle_timeout: Duration::from_millis(ping + u.int_in_range(1..=60_000u64)?),
             max_hello_size: 1024,
             max_message_size,
