@@ -37,7 +37,8 @@
 //! `new_buckets = 1`, `max_per_source_group = max_new`). Bootstrap addresses likewise share
 //! one new bucket there (at most 8 anywhere), so list at most `max_new / new_buckets` of them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -983,22 +984,26 @@ impl AddressBook {
             return Vec::new();
         }
         let now = self.latest;
-        let mut pool: Vec<(u64, PeerAddr)> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| !self.is_terrible(e, now))
-            .map(|(socket, e)| {
-                (
-                    e.seen,
-                    PeerAddr {
-                        peer_id: e.info.peer_id,
-                        socket: *socket,
-                    },
-                )
-            })
-            .collect();
-        pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.socket.cmp(&b.1.socket)));
-        pool.truncate(max.saturating_mul(2));
+        // The `2 × max` best by (most recently seen, then address), kept in a heap whose
+        // top is the worst of them: one pass, and memory for the answer's pool only, not
+        // for the whole book (a node answers a GetPeers from each peer every few minutes).
+        let keep = max.saturating_mul(2);
+        let mut best: BinaryHeap<(Reverse<u64>, SocketAddr)> =
+            BinaryHeap::with_capacity(keep.min(self.entries.len()));
+        for (socket, e) in &self.entries {
+            if self.is_terrible(e, now) {
+                continue;
+            }
+            let rank = (Reverse(e.seen), *socket);
+            if best.len() < keep {
+                best.push(rank);
+            } else if let Some(mut worst) = best.peek_mut() {
+                if rank < *worst {
+                    *worst = rank;
+                }
+            }
+        }
+        let mut pool = best.into_sorted_vec();
         let k = max.min(pool.len());
         for i in 0..k {
             let span = (pool.len() - i) as u64;
@@ -1006,7 +1011,12 @@ impl AddressBook {
             pool.swap(i, j);
         }
         pool.truncate(k);
-        pool.into_iter().map(|(_, addr)| addr).collect()
+        pool.into_iter()
+            .map(|(_, socket)| PeerAddr {
+                peer_id: self.entries.get(&socket).and_then(|e| e.info.peer_id),
+                socket,
+            })
+            .collect()
     }
 
     /// Number of known addresses (new + tried); at most `max_new + max_tried`.
