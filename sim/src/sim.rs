@@ -149,35 +149,44 @@ impl Totals {
     }
 }
 
+/// A simulated machine and the node (or sybil) on it.
+//
+// The fields every event reads (`repr(C)`, in this order) share the first two cache lines:
+// with thousands of hosts a host is cold at each event, and the compiler's order put its
+// configuration (about 1 KB) between them.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Host {
-    pub sybil: bool,
-    pub seed_index: Option<usize>,
-    pub ip: IpAddr,
-    pub addr: SocketAddr,
-    pub keypair: Keypair,
-    pub config: NodeConfig,
-    pub region: usize,
+    // Every event.
     pub actor: Option<Actor>,
+    pub timer_at: Option<Timestamp>,
+    pub inc: u32,
     pub status: HostStatus,
     pub machine_down: bool,
-    pub inc: u32,
-    pub started_at: Timestamp,
-    pub first_start: Option<Timestamp>,
-    pub timer_at: Option<Timestamp>,
+    pub sybil: bool,
+    pub leaving: bool,
     pub conns: HashMap<ConnectionId, ConnSlot>,
+    pub started_at: Timestamp,
+    timer_spin: (Timestamp, u32),
+    // Peer events.
     /// Established peers by connection, from the node's events.
     pub peers: BTreeMap<ConnectionId, (PeerId, Direction)>,
     pub peer_conn: HashMap<PeerId, ConnectionId>,
     pub outbound: usize,
     pub reached_target_at: Option<Timestamp>,
+    // The rest.
+    pub seed_index: Option<usize>,
+    pub ip: IpAddr,
+    pub addr: SocketAddr,
+    pub region: usize,
+    pub first_start: Option<Timestamp>,
     pub snapshot: Option<Vec<u8>>,
     pub totals: Totals,
-    pub leaving: bool,
     next_port: u16,
-    timer_spin: (Timestamp, u32),
     /// Whether this host was part of the initial population.
     pub initial: bool,
+    pub keypair: Keypair,
+    pub config: NodeConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -2594,5 +2603,30 @@ impl Host {
         let mut v: Vec<ConnectionId> = self.conns.keys().copied().collect();
         v.sort_unstable();
         v
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// What every event reads of a host shares its first two cache lines; the
+    /// configuration and identity come last.
+    #[test]
+    fn the_fields_every_event_touches_come_first() {
+        let hot_end = offset_of!(Host, timer_spin) + size_of::<(Timestamp, u32)>();
+        assert!(hot_end <= 2 * 64, "the hot part spans {hot_end} bytes");
+        for f in [
+            offset_of!(Host, actor),
+            offset_of!(Host, timer_at),
+            offset_of!(Host, inc),
+            offset_of!(Host, status),
+            offset_of!(Host, conns),
+            offset_of!(Host, started_at),
+        ] {
+            assert!(f < hot_end);
+        }
+        assert!(offset_of!(Host, keypair) >= hot_end && offset_of!(Host, config) >= hot_end);
     }
 }

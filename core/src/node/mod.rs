@@ -265,18 +265,17 @@ pub struct BroadcastOptions<'a> {
 }
 
 /// The node state machine. See the module docs.
+//
+// The fields are in the order of how often they are touched (`repr(C)`), as `Connection`'s
+// are: a simulation of thousands of nodes finds a node's state cold in the cache at each
+// input, so what every input reads is packed into the first lines, what gossip reads next,
+// and the identity, address book, bans and configuration last.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Node {
-    config: NodeConfig,
-    conn_config: Arc<ConnectionConfig>,
-    hello: Arc<Hello>,
-    keypair: Keypair,
-    local_id: PeerId,
-    rng: SeededRng,
+    // Every input, flush and poll.
     /// Boxed: entries are large and B-tree nodes reserve room for eleven of them.
     conns: BTreeMap<ConnectionId, Box<Conn>>,
-    peers: BTreeMap<PeerId, ConnectionId>,
-    next_conn: u64,
     outputs: VecDeque<Output>,
     /// Connections touched since the last flush (unsorted, may repeat; a flush sorts and
     /// de-duplicates once, cheaper than keeping a set ordered on every touch).
@@ -296,6 +295,38 @@ pub struct Node {
     /// [`Node::peak_buffered_bytes`]).
     peak_buffered: usize,
     timers: TimerQueue<Timer>,
+    shutdown: Option<ShutdownState>,
+    global_bandwidth: GlobalBandwidth,
+    // Every gossip message and announcement.
+    seen: ExpiringSet<MessageId>,
+    /// Tree gossip: recent messages by id, to announce and to answer IWant.
+    history: BTreeMap<MessageId, HistoryEntry>,
+    /// The same ids in the order they were added, to expire them.
+    history_order: VecDeque<(Timestamp, MessageId)>,
+    /// Payload bytes held in `history`.
+    history_bytes: usize,
+    /// Tree gossip: the lazy connections, sorted, kept by `set_eager` and `on_closed`.
+    /// Relaying skips them and announcing picks from them without visiting every
+    /// connection.
+    lazy: Vec<ConnectionId>,
+    /// Tree gossip: ids asked for with IWant; until one expires (`want_timeout`), the
+    /// next announcer of it is not asked.
+    pending_wants: ExpiringSet<MessageId>,
+    /// Our broadcasts still being written, by token (oldest first), and their ids.
+    tracked: BTreeMap<u64, TrackedBroadcast>,
+    tracked_ids: BTreeMap<MessageId, u64>,
+    next_broadcast: u64,
+    peers: BTreeMap<PeerId, ConnectionId>,
+    /// Connections not closed, by [`Direction`] (see `count_direction`).
+    open_by_direction: [usize; 2],
+    rng: SeededRng,
+    counters: NodeCounters,
+    // The rest, the configuration last (its hot settings are a few scattered reads).
+    conn_config: Arc<ConnectionConfig>,
+    hello: Arc<Hello>,
+    keypair: Keypair,
+    local_id: PeerId,
+    next_conn: u64,
     /// The times of the `Timer::Maintenance` entries in `timers` (the periodic run and any
     /// earlier wake-ups for due redials): a run replaces them all, and this finds them
     /// without walking every connection's deadline.
@@ -306,7 +337,6 @@ pub struct Node {
     self_addrs: BTreeSet<SocketAddr>,
     peer_bans: BTreeMap<PeerId, (Timestamp, BanReason)>,
     ip_bans: BTreeMap<IpAddr, (Timestamp, BanReason)>,
-    seen: ExpiringSet<MessageId>,
     pending_validation: BTreeMap<MessageId, PendingValidation>,
     unicasts: BTreeMap<u64, PendingUnicast>,
     next_unicast: u64,
@@ -314,37 +344,16 @@ pub struct Node {
     requests: BTreeMap<u64, PendingRequest>,
     next_request: u64,
     late_requests: ExpiringSet<(PeerId, u64)>,
-    global_bandwidth: GlobalBandwidth,
     last_get_peers: Option<Timestamp>,
-    shutdown: Option<ShutdownState>,
-    counters: NodeCounters,
     failures: BTreeMap<FailureKind, u64>,
     recoveries: BTreeMap<Recovery, u64>,
     /// Traffic of closed connections, so node totals survive them.
     closed_traffic: [u64; 4],
     /// Queued messages connections dropped when they closed.
     dropped_at_close: u64,
-    /// Our broadcasts still being written, by token (oldest first), and their ids.
-    tracked: BTreeMap<u64, TrackedBroadcast>,
-    tracked_ids: BTreeMap<MessageId, u64>,
-    next_broadcast: u64,
-    /// Tree gossip: recent messages by id, to announce and to answer IWant.
-    history: BTreeMap<MessageId, HistoryEntry>,
-    /// The same ids in the order they were added, to expire them.
-    history_order: VecDeque<(Timestamp, MessageId)>,
-    /// Payload bytes held in `history`.
-    history_bytes: usize,
-    /// Tree gossip: ids asked for with IWant; until one expires (`want_timeout`), the
-    /// next announcer of it is not asked.
-    pending_wants: ExpiringSet<MessageId>,
-    /// Connections not closed, by [`Direction`] (see `count_direction`).
-    open_by_direction: [usize; 2],
     /// When the coordinator last looked for an unhealthy peer to replace.
     last_health_check: Option<Timestamp>,
-    /// Tree gossip: the lazy connections, sorted, kept by `set_eager` and `on_closed`.
-    /// Relaying skips them and announcing picks from them without visiting every
-    /// connection.
-    lazy: Vec<ConnectionId>,
+    config: NodeConfig,
 }
 
 #[derive(Debug)]
@@ -3341,5 +3350,35 @@ mod layout_tests {
         assert!(
             offset_of!(Conn, limiter) >= end && offset_of!(Conn, addr) > offset_of!(Conn, limiter)
         );
+    }
+
+    /// What every input, flush and poll reads of a `Node` fills its first five lines, what
+    /// gossip reads follows, and the configuration comes last.
+    #[test]
+    fn the_fields_every_input_touches_come_first() {
+        let hot_end = offset_of!(Node, global_bandwidth) + size_of::<GlobalBandwidth>();
+        assert!(hot_end <= 5 * 64, "the hot part spans {hot_end} bytes");
+        for f in [
+            offset_of!(Node, conns),
+            offset_of!(Node, outputs),
+            offset_of!(Node, dirty),
+            offset_of!(Node, sendable),
+            offset_of!(Node, timers),
+            offset_of!(Node, shutdown),
+        ] {
+            assert!(f < hot_end);
+        }
+        let gossip_end = offset_of!(Node, counters) + size_of::<NodeCounters>();
+        for f in [
+            offset_of!(Node, seen),
+            offset_of!(Node, history),
+            offset_of!(Node, lazy),
+        ] {
+            assert!((hot_end..gossip_end).contains(&f));
+        }
+        for cold in [offset_of!(Node, addrbook), offset_of!(Node, keypair)] {
+            assert!(cold >= gossip_end);
+        }
+        assert!(offset_of!(Node, config) + size_of::<NodeConfig>() + 64 > size_of::<Node>());
     }
 }
