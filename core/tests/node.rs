@@ -1626,3 +1626,170 @@ fn the_cipher_setting_picks_the_transport_suite_with_peers_that_agree() {
         }
     }
 }
+
+/// A tree-gossip node with hand-driven peers connected to it; every byte the node sends
+/// each of them is kept, so a peer can read what it was sent.
+struct RawPeers {
+    node: Node,
+    now: Timestamp,
+    peers: Vec<(ConnectionId, common::RawPeer, Vec<u8>)>,
+    /// The node's events so far.
+    events: Vec<Event>,
+}
+
+impl RawPeers {
+    fn new(count: usize, tweak: impl Fn(&mut NodeConfig)) -> RawPeers {
+        let mut config = config_for(0, None);
+        config.network_id = common::NETWORK.into();
+        tweak(&mut config);
+        let now = Timestamp::from_secs(1);
+        let node = Node::new(config, key(0), [0; 32], now).unwrap();
+        let mut r = RawPeers {
+            node,
+            now,
+            peers: Vec::new(),
+            events: Vec::new(),
+        };
+        for k in 0..count {
+            let remote = format!("10.{}.0.1:4000", 60 + k).parse().unwrap();
+            let conn = r.node.accept(now, remote).unwrap();
+            let mut sent = std::collections::HashMap::new();
+            let node = &mut r.node;
+            let raw = common::RawPeer::connect_with(key(42 + k), |bytes| {
+                node.handle_input(now, Input::Received { conn, bytes });
+                Self::drain(node, now, &mut sent, &mut Vec::new());
+                sent.remove(&conn).unwrap_or_default()
+            });
+            r.peers.push((conn, raw, Vec::new()));
+        }
+        r
+    }
+
+    /// Takes every output, acknowledging transmits as written.
+    fn drain(
+        node: &mut Node,
+        now: Timestamp,
+        sent: &mut std::collections::HashMap<ConnectionId, Vec<u8>>,
+        events: &mut Vec<Event>,
+    ) {
+        while let Some(o) = node.poll_output() {
+            if let Output::Event(e) = o {
+                events.push(e);
+            } else if let Output::Transmit { conn, bytes } = o {
+                node.handle_input(
+                    now,
+                    Input::Written {
+                        conn,
+                        bytes: bytes.len(),
+                    },
+                );
+                sent.entry(conn).or_default().extend_from_slice(&bytes);
+            }
+        }
+    }
+
+    fn pump(&mut self) {
+        let mut sent = std::collections::HashMap::new();
+        Self::drain(&mut self.node, self.now, &mut sent, &mut self.events);
+        for (conn, _, stream) in &mut self.peers {
+            stream.extend(sent.remove(conn).unwrap_or_default());
+        }
+    }
+
+    /// Peer `k` sends `msgs` in one frame.
+    fn send(&mut self, k: usize, msgs: &[Message]) {
+        let mut plain = Vec::new();
+        for m in msgs {
+            m.encode(&mut plain);
+        }
+        let (conn, raw, _) = &mut self.peers[k];
+        let pkt = raw.frame(&plain);
+        let conn = *conn;
+        self.node
+            .handle_input(self.now, Input::Received { conn, bytes: &pkt });
+        self.pump();
+    }
+
+    /// Moves time to `at`, running the node's timers on the way.
+    fn advance_to(&mut self, at: Timestamp) {
+        while let Some(t) = self.node.poll_timeout().filter(|t| *t <= at) {
+            self.now = t.max(self.now);
+            self.node.handle_input(self.now, Input::Timeout);
+            self.pump();
+        }
+        self.now = at;
+    }
+
+    /// The messages peer `k` was sent since the last call.
+    fn received(&mut self, k: usize) -> Vec<Message> {
+        let (_, raw, stream) = &mut self.peers[k];
+        let transport = raw.transport.as_mut().unwrap();
+        let mut out = Vec::new();
+        let mut rest = &stream[..];
+        while rest.len() >= 2 {
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            let mut plain = vec![0u8; len];
+            let n = transport
+                .read_message(&rest[2..2 + len], &mut plain)
+                .unwrap();
+            let frame = Bytes::copy_from_slice(&plain[..n]);
+            out.extend(silver_p2p_core::message::decode_frame_to_vec(&frame).unwrap());
+            rest = &rest[2 + len..];
+        }
+        stream.clear();
+        out
+    }
+}
+
+#[test]
+fn an_unanswered_request_is_made_again_to_the_next_peer_that_announced_the_message() {
+    let mut r = RawPeers::new(2, |c| {
+        tree(c);
+        // No announcement round of the node's own within the test.
+        c.gossip.announce_interval = Duration::from_secs(300);
+        c.gossip.history = Duration::from_secs(600);
+    });
+    let msg = GossipMessage::Transaction(Bytes::from_static(b"announced twice"));
+    let id = message_id(&msg);
+    let ihave = Message::IHave { ids: vec![id.0] };
+    let asked = |msgs: Vec<Message>| {
+        msgs.iter()
+            .any(|m| matches!(m, Message::IWant { ids } if ids == &vec![id.0]))
+    };
+    r.received(0);
+    r.received(1);
+    // Peer 0 announces first and is asked; peer 1's announcement, while that request is
+    // pending, is not answered with a second request.
+    r.send(0, std::slice::from_ref(&ihave));
+    assert!(asked(r.received(0)));
+    r.advance_to(r.now + Duration::from_millis(100));
+    r.send(1, std::slice::from_ref(&ihave));
+    assert!(!asked(r.received(1)));
+    // Peer 0 never delivers. When the request times out, peer 1 is asked.
+    let timeout = r.node.config().gossip.want_timeout;
+    r.advance_to(r.now + (timeout - Duration::from_millis(110)));
+    assert!(!asked(r.received(1)), "not before the request timed out");
+    r.advance_to(r.now + Duration::from_millis(20));
+    assert!(asked(r.received(1)), "asked when it timed out");
+    assert!(!asked(r.received(0)));
+    let counters = r.node.stats(r.now).counters;
+    assert_eq!(
+        (counters.gossip_ids_wanted, counters.gossip_want_retries),
+        (2, 1)
+    );
+    // Its answer is delivered once; a late answer from peer 0 is a duplicate.
+    let payload = Message::Transaction {
+        data: Bytes::from_static(b"announced twice"),
+    };
+    r.send(1, std::slice::from_ref(&payload));
+    r.send(0, &[payload]);
+    let delivered = r
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Gossip { id: got, .. } if *got == id))
+        .count();
+    assert_eq!(delivered, 1);
+    // Nothing is asked again once the message is here.
+    r.advance_to(r.now + timeout * 3);
+    assert!(!asked(r.received(0)) && !asked(r.received(1)));
+}

@@ -1,5 +1,6 @@
-//! A bounded set with expiry, used for the gossip seen-cache, tree gossip's requested ids,
-//! unicast de-duplication and late-response tolerance: one structure, one set of bounds.
+//! A bounded set with expiry, used for the gossip seen-cache, unicast de-duplication and
+//! late-response tolerance: one structure, one set of bounds. Its keyed fingerprints also
+//! index tree gossip's pending requests (`wants`).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -35,9 +36,10 @@ impl BuildHasher for KeyedHash {
     }
 }
 
-/// A fingerprint is already a uniformly random `u64`: the table uses it as its own hash.
+/// A fingerprint is already a uniformly random `u64`: a table keyed by fingerprints uses it
+/// as its own hash.
 #[derive(Debug, Clone, Copy, Default)]
-struct Fingerprint(u64);
+pub(crate) struct Fingerprint(u64);
 
 impl Hasher for Fingerprint {
     fn finish(&self) -> u64 {

@@ -259,7 +259,8 @@ pub enum GossipMode {
     /// stop (`Prune`) and becomes lazy. Lazy peers get the ids of recent messages
     /// (`IHave`, each id once per peer), a few chosen at random every `announce_interval`;
     /// a node missing an announced message asks for it (`IWant`), which also makes that
-    /// link eager again, so the tree repairs itself after failures. A node that loses a
+    /// link eager again, so the tree repairs itself after failures; a request unanswered
+    /// within `want_timeout` goes to another peer that announced the message. A node that loses a
     /// pushing peer asks all its lazy peers to push again, and they answer with their
     /// recent ids. Each node then receives each payload about once. Where the tree is
     /// broken without a connection closing (a silent peer), repair waits for a random
@@ -324,10 +325,13 @@ pub struct GossipConfig {
     /// each was sent to (oldest dropped first). At least `connection.max_message_size`.
     /// Default 8 MiB.
     pub max_history_bytes: usize,
-    /// Tree mode: announced message ids requested and awaited at once; when full, the
-    /// oldest is forgotten first (its next announcer may then be asked). Default 4096.
+    /// Tree mode: announced message ids requested and awaited at once (about 100 bytes
+    /// each); when full, the oldest is forgotten first (its next announcer is then asked).
+    /// Default 4096.
     pub max_pending_wants: usize,
-    /// Tree mode: a requested message not received within this time may be asked of the
+    /// Tree mode: a requested message not received within this time is asked of the first
+    /// other peer that announced it meanwhile (announcements of a pending id are not
+    /// answered with more requests, and each peer names an id only once), or else of the
     /// next peer that announces it. Default 1 s.
     #[serde(with = "duration_ms", rename = "want_timeout_ms")]
     pub want_timeout: Duration,

@@ -16,6 +16,7 @@ mod eviction;
 pub mod ratelimit;
 mod timer_queue;
 mod types;
+mod wants;
 
 pub use config::*;
 pub use types::*;
@@ -48,6 +49,7 @@ use backoff::Backoff;
 use cache::{ExpiringSet, KeyedHash};
 use ratelimit::{GlobalBandwidth, PeerRateLimiter, TokenBucket, Verdict};
 use timer_queue::TimerQueue;
+use wants::{Announced, PendingWants};
 
 /// Node timers, kept in one ordered index so `poll_timeout` is a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,6 +69,9 @@ enum Timer {
     /// Tree gossip: the announcement across a link that stopped pushing
     /// (`announce_delay` after its Prune).
     PruneAnnounce(ConnectionId),
+    /// Tree gossip: requests for announced messages that time out now, to be made again to
+    /// the next peer that announced them (see `wants`).
+    WantRetry,
 }
 
 /// One connection and what the node knows about it.
@@ -309,9 +314,9 @@ pub struct Node {
     /// Relaying skips them and announcing picks from them without visiting every
     /// connection.
     lazy: Vec<ConnectionId>,
-    /// Tree gossip: ids asked for with IWant; until one expires (`want_timeout`), the
-    /// next announcer of it is not asked.
-    pending_wants: ExpiringSet<MessageId>,
+    /// Tree gossip: ids asked for with IWant, and who to ask next if the request times
+    /// out (`want_timeout`) unanswered.
+    pending_wants: PendingWants,
     /// Our broadcasts still being written, by token (oldest first), and their ids.
     tracked: BTreeMap<u64, TrackedBroadcast>,
     tracked_ids: BTreeMap<MessageId, u64>,
@@ -572,7 +577,7 @@ impl Node {
             history: BTreeMap::new(),
             history_order: VecDeque::new(),
             history_bytes: 0,
-            pending_wants: ExpiringSet::new(
+            pending_wants: PendingWants::new(
                 config.gossip.max_pending_wants,
                 config.gossip.want_timeout,
                 keyed,
@@ -907,6 +912,7 @@ impl Node {
                 Timer::Request(id) => self.request_timeout(now, id),
                 Timer::Announce => self.announce(now),
                 Timer::PruneAnnounce(id) => self.prune_announce(now, id),
+                Timer::WantRetry => self.retry_wants(now),
             }
         }
     }
@@ -2571,14 +2577,22 @@ impl Node {
             let mid = MessageId(raw);
             // Most announced ids are in our own recent history: a small map, checked before
             // the much larger seen-cache.
-            if self.history.contains_key(&mid)
-                || self.seen.contains(now, &mid)
-                || !self.pending_wants.insert(now, mid)
-            {
+            if self.history.contains_key(&mid) || self.seen.contains(now, &mid) {
                 continue;
             }
-            wanted.push(raw);
+            match self.pending_wants.announced(now, mid, id) {
+                Announced::Ask => wanted.push(raw),
+                Announced::Next(at) => {
+                    self.timers.insert((at, Timer::WantRetry));
+                }
+                Announced::Pending => {}
+            }
         }
+        self.ask_for(now, id, wanted);
+    }
+
+    /// Tree gossip: sends connection `id` an IWant for `wanted` (if any), which grafts it.
+    fn ask_for(&mut self, now: Timestamp, id: ConnectionId, wanted: Vec<[u8; 32]>) {
         if wanted.is_empty() {
             return;
         }
@@ -2589,6 +2603,33 @@ impl Node {
         c.useful_at = Some(now);
         self.counters.gossip_ids_wanted += wanted.len() as u64;
         let _ = self.send_to(id, Message::IWant { ids: wanted });
+    }
+
+    /// Tree gossip: requests that timed out unanswered are made to the next peer that
+    /// announced their messages, grouped into one IWant per peer.
+    fn retry_wants(&mut self, now: Timestamp) {
+        let (history, seen) = (&self.history, &self.seen);
+        let mut due = self
+            .pending_wants
+            .retry_due(now, |m| history.contains_key(m) || seen.contains(now, m));
+        if due.is_empty() || self.shutdown.is_some() {
+            return;
+        }
+        due.sort_by_key(|(conn, _)| *conn);
+        let mut start = 0;
+        while start < due.len() {
+            let conn = due[start].0;
+            let end = start + due[start..].iter().take_while(|(c, _)| *c == conn).count();
+            if self.conns.get(&conn).is_some_and(|c| c.is_gossip_peer()) {
+                let ids: Vec<[u8; 32]> = due[start..end].iter().map(|(_, m)| m.0).collect();
+                self.counters.gossip_want_retries += ids.len() as u64;
+                for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
+                    self.ask_for(now, conn, chunk.to_vec());
+                }
+            }
+            start = end;
+        }
+        self.flush(now);
     }
 
     /// Tree gossip: a peer asks for messages it was announced. Each one we still hold is

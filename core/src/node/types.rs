@@ -513,6 +513,10 @@ pub struct NodeCounters {
     /// Tree gossip: message ids asked for with IWant after an announcement.
     #[serde(default)]
     pub gossip_ids_wanted: u64,
+    /// Tree gossip: of those, ids asked for again of another announcer after the first
+    /// request timed out unanswered (`want_timeout`).
+    #[serde(default)]
+    pub gossip_want_retries: u64,
     /// Tree gossip: messages sent in answer to IWant.
     #[serde(default)]
     pub gossip_served: u64,
