@@ -1793,3 +1793,36 @@ fn an_unanswered_request_is_made_again_to_the_next_peer_that_announced_the_messa
     r.advance_to(r.now + timeout * 3);
     assert!(!asked(r.received(0)) && !asked(r.received(1)));
 }
+
+#[test]
+fn a_request_whose_next_announcer_left_goes_to_the_following_one_at_once() {
+    let mut r = RawPeers::new(3, |c| {
+        tree(c);
+        c.gossip.announce_interval = Duration::from_secs(300);
+        c.gossip.history = Duration::from_secs(600);
+    });
+    let id = message_id(&GossipMessage::Transaction(Bytes::from_static(b"m")));
+    let ihave = Message::IHave { ids: vec![id.0] };
+    let asked = |msgs: Vec<Message>| {
+        msgs.iter()
+            .any(|m| matches!(m, Message::IWant { ids } if ids == &vec![id.0]))
+    };
+    for k in 0..3 {
+        r.received(k);
+    }
+    r.send(0, std::slice::from_ref(&ihave));
+    assert!(asked(r.received(0)));
+    r.send(1, std::slice::from_ref(&ihave));
+    // Peer 1, lined up next, disconnects before the request to peer 0 times out.
+    let conn = r.peers[1].0;
+    r.node
+        .handle_input(r.now, Input::Closed { conn, error: None });
+    r.pump();
+    let timeout = r.node.config().gossip.want_timeout;
+    r.advance_to(r.now + timeout);
+    assert_eq!(r.node.stats(r.now).counters.gossip_want_retries, 0);
+    // So the request is forgotten, and the next announcer is asked as it announces.
+    r.advance_to(r.now + Duration::from_millis(10));
+    r.send(2, std::slice::from_ref(&ihave));
+    assert!(asked(r.received(2)));
+}

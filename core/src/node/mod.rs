@@ -2626,6 +2626,11 @@ impl Node {
                 for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
                     self.ask_for(now, conn, chunk.to_vec());
                 }
+            } else {
+                // That peer is gone: the next one to announce these is asked at once.
+                for (_, m) in &due[start..end] {
+                    self.pending_wants.forget(m);
+                }
             }
             start = end;
         }

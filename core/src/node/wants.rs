@@ -169,6 +169,13 @@ impl PendingWants {
         retries
     }
 
+    /// Forgets the request for `id` (its retry went nowhere): the next announcer is asked
+    /// at once.
+    pub(crate) fn forget(&mut self, id: &MessageId) {
+        let key = self.hash.hash_one(id);
+        self.map.remove(&key);
+    }
+
     /// Forgets expired requests with no one lined up to ask next (those wait for
     /// [`PendingWants::retry_due`]), and gives back the table's memory after a burst.
     fn expire(&mut self, now: Timestamp) {
@@ -259,6 +266,16 @@ mod tests {
         w.announced(t, id(1), ConnectionId(2));
         assert!(w.retry_due(t + Duration::from_secs(1), |_| true).is_empty());
         assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn a_forgotten_request_is_made_to_the_next_announcer_at_once() {
+        let mut w = wants(16);
+        let t = Timestamp::from_secs(10);
+        w.announced(t, id(1), ConnectionId(1));
+        w.forget(&id(1));
+        assert_eq!(w.announced(t, id(1), ConnectionId(2)), Announced::Ask);
+        assert_eq!(w.len(), 1);
     }
 
     #[test]
