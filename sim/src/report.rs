@@ -154,6 +154,52 @@ pub struct Memory {
     pub process_peak_rss_bytes: Option<u64>,
 }
 
+/// Gossip control traffic, summed over honest nodes (`NodeCounters`); all zero with flood
+/// gossip but `duplicates`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GossipTotals {
+    /// Gossip copies received that were already seen.
+    pub duplicates: u64,
+    /// Prunes sent (tree gossip).
+    pub prunes: u64,
+    /// Plain grafts sent after losing a pushing peer (tree gossip).
+    pub grafts: u64,
+    /// IHave messages sent.
+    pub announcements: u64,
+    /// Message ids named in them.
+    pub ids_announced: u64,
+    /// Announced ids asked for with IWant.
+    pub ids_wanted: u64,
+    /// Of those, asked again of another announcer after a request went unanswered.
+    pub want_retries: u64,
+    /// Messages sent in answer to IWant.
+    pub served: u64,
+}
+
+impl GossipTotals {
+    pub(crate) fn add(&mut self, c: &silver_p2p_core::node::NodeCounters) {
+        self.duplicates += c.gossip_duplicates;
+        self.prunes += c.gossip_prunes_sent;
+        self.grafts += c.gossip_grafts_sent;
+        self.announcements += c.gossip_announcements_sent;
+        self.ids_announced += c.gossip_ids_announced;
+        self.ids_wanted += c.gossip_ids_wanted;
+        self.want_retries += c.gossip_want_retries;
+        self.served += c.gossip_served;
+    }
+
+    fn sum(&mut self, o: &GossipTotals) {
+        self.duplicates += o.duplicates;
+        self.prunes += o.prunes;
+        self.grafts += o.grafts;
+        self.announcements += o.announcements;
+        self.ids_announced += o.ids_announced;
+        self.ids_wanted += o.ids_wanted;
+        self.want_retries += o.want_retries;
+        self.served += o.served;
+    }
+}
+
 /// What the sybil scenario did to honest nodes.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SybilFigures {
@@ -224,6 +270,12 @@ pub struct Report {
     pub bans: u64,
     /// Redials of persistent peers.
     pub reconnects: u64,
+    /// Inbound peers honest nodes evicted to make room.
+    pub evictions: u64,
+    /// Outbound peers honest nodes replaced for poor health.
+    pub replaced_unhealthy: u64,
+    /// Gossip control traffic, network-wide.
+    pub gossip: GossipTotals,
     /// Dials started and failed, network-wide.
     pub dials: u64,
     /// Dials failed before the handshake completed.
@@ -369,8 +421,9 @@ impl Sim {
         let mut reconnects = 0;
         let mut dials = 0;
         let mut dials_failed = 0;
-        let mut dups = 0;
         let mut dropped = 0;
+        let (mut evictions, mut replaced_unhealthy) = (0, 0);
+        let mut gossip = GossipTotals::default();
         for i in &honest {
             let h = &self.hosts[*i];
             let mut t = h.totals.clone();
@@ -381,8 +434,10 @@ impl Sim {
             reconnects += t.reconnects;
             dials += t.dials;
             dials_failed += t.dials_failed;
-            dups += t.gossip_duplicates;
             dropped += t.addrs_dropped;
+            evictions += t.evicted;
+            replaced_unhealthy += t.replaced_unhealthy;
+            gossip.sum(&t.gossip);
             per.push(t);
         }
         let col = |f: &dyn Fn(&Totals) -> u64| -> Percentiles {
@@ -413,7 +468,7 @@ impl Sim {
             duplicates_per_broadcast: if f.sent == 0 {
                 0.0
             } else {
-                dups as f64 / f.sent as f64
+                gossip.duplicates as f64 / f.sent as f64
             },
         };
         let l = &self.ledger;
@@ -496,6 +551,9 @@ impl Sim {
             traffic,
             bans,
             reconnects,
+            evictions,
+            replaced_unhealthy,
+            gossip,
             dials,
             dials_failed,
             faults: self.counts.clone(),
@@ -620,9 +678,22 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "bans {} · reconnects {} · dials {} ({} failed)",
-            self.bans, self.reconnects, self.dials, self.dials_failed
+            "bans {} · reconnects {} · evictions {} · replaced unhealthy {} · dials {} ({} failed)",
+            self.bans,
+            self.reconnects,
+            self.evictions,
+            self.replaced_unhealthy,
+            self.dials,
+            self.dials_failed
         )?;
+        let g = &self.gossip;
+        if g.announcements + g.prunes + g.grafts > 0 {
+            writeln!(
+                f,
+                "tree gossip: {} prunes, {} grafts, {} announcements naming {} ids, {} ids asked for ({} asked again of another peer), {} served",
+                g.prunes, g.grafts, g.announcements, g.ids_announced, g.ids_wanted, g.want_retries, g.served
+            )?;
+        }
         let x = &self.faults;
         writeln!(
             f,

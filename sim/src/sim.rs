@@ -125,12 +125,14 @@ pub(crate) struct Totals {
     pub bytes_received: u64,
     pub messages_sent: u64,
     pub messages_received: u64,
-    pub gossip_duplicates: u64,
     pub bans: u64,
     pub reconnects: u64,
     pub dials: u64,
     pub dials_failed: u64,
     pub addrs_dropped: u64,
+    pub evicted: u64,
+    pub replaced_unhealthy: u64,
+    pub gossip: crate::report::GossipTotals,
 }
 
 impl Totals {
@@ -140,12 +142,14 @@ impl Totals {
         self.bytes_received += s.bytes_received;
         self.messages_sent += s.messages_sent;
         self.messages_received += s.messages_received;
-        self.gossip_duplicates += s.counters.gossip_duplicates;
         self.bans += s.counters.bans;
         self.reconnects += s.counters.reconnects;
         self.dials += s.counters.dials;
         self.dials_failed += s.counters.dials_failed;
         self.addrs_dropped += s.counters.addrs_dropped;
+        self.evicted += s.counters.evicted;
+        self.replaced_unhealthy += s.counters.replaced_unhealthy;
+        self.gossip.add(&s.counters);
     }
 }
 

@@ -35,6 +35,13 @@ fn steady_state_reaches_everyone() {
         r.broadcasts.duplicates_per_broadcast > 0.0,
         "flooding sends duplicates"
     );
+    // Flooding has no tree to shape or announce along.
+    let g = &r.gossip;
+    assert_eq!(
+        (g.prunes, g.grafts, g.announcements, g.ids_wanted),
+        (0, 0, 0, 0)
+    );
+    assert!(g.duplicates > 0);
     assert_eq!(r.bans, 0);
     assert_eq!(r.delivery.unicasts_delivered, r.delivery.unicasts_sent);
     assert!(r.degree.total.mean >= 8.0, "{:?}", r.degree);
@@ -78,6 +85,16 @@ fn tree_gossip_from_many_origins_at_once_stays_on_the_pushing_links() {
     assert!(
         r.broadcasts.duplicates_per_broadcast < 25.0,
         "{} duplicates per broadcast",
+        r.broadcasts.duplicates_per_broadcast
+    );
+    // The control traffic behind it, summed over the nodes: the duplicates pruned links,
+    // and every round announced ids to lazy peers, who rarely lacked them.
+    let g = &r.gossip;
+    assert!(g.prunes > 0 && g.announcements > 0, "{g:?}");
+    assert!(g.ids_announced >= g.announcements, "{g:?}");
+    assert!(g.ids_wanted < g.ids_announced / 10, "{g:?}");
+    assert_eq!(
+        g.duplicates as f64 / r.broadcasts.sent as f64,
         r.broadcasts.duplicates_per_broadcast
     );
 }
