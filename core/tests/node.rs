@@ -1741,21 +1741,26 @@ impl RawPeers {
     }
 }
 
+/// Tree gossip with no announcement round of the node's own within a test.
+fn tree_without_rounds(c: &mut NodeConfig) {
+    tree(c);
+    c.gossip.announce_interval = Duration::from_secs(300);
+    c.gossip.history = Duration::from_secs(600);
+}
+
+/// Whether `msgs` hold an IWant for exactly `id`.
+fn asks_for(msgs: &[Message], id: MessageId) -> bool {
+    msgs.iter()
+        .any(|m| matches!(m, Message::IWant { ids } if ids == &vec![id.0]))
+}
+
 #[test]
 fn an_unanswered_request_is_made_again_to_the_next_peer_that_announced_the_message() {
-    let mut r = RawPeers::new(2, |c| {
-        tree(c);
-        // No announcement round of the node's own within the test.
-        c.gossip.announce_interval = Duration::from_secs(300);
-        c.gossip.history = Duration::from_secs(600);
-    });
+    let mut r = RawPeers::new(2, tree_without_rounds);
     let msg = GossipMessage::Transaction(Bytes::from_static(b"announced twice"));
     let id = message_id(&msg);
     let ihave = Message::IHave { ids: vec![id.0] };
-    let asked = |msgs: Vec<Message>| {
-        msgs.iter()
-            .any(|m| matches!(m, Message::IWant { ids } if ids == &vec![id.0]))
-    };
+    let asked = |msgs: Vec<Message>| asks_for(&msgs, id);
     r.received(0);
     r.received(1);
     // Peer 0 announces first and is asked; peer 1's announcement, while that request is
@@ -1796,17 +1801,10 @@ fn an_unanswered_request_is_made_again_to_the_next_peer_that_announced_the_messa
 
 #[test]
 fn a_request_whose_next_announcer_left_goes_to_the_following_one_at_once() {
-    let mut r = RawPeers::new(3, |c| {
-        tree(c);
-        c.gossip.announce_interval = Duration::from_secs(300);
-        c.gossip.history = Duration::from_secs(600);
-    });
+    let mut r = RawPeers::new(3, tree_without_rounds);
     let id = message_id(&GossipMessage::Transaction(Bytes::from_static(b"m")));
     let ihave = Message::IHave { ids: vec![id.0] };
-    let asked = |msgs: Vec<Message>| {
-        msgs.iter()
-            .any(|m| matches!(m, Message::IWant { ids } if ids == &vec![id.0]))
-    };
+    let asked = |msgs: Vec<Message>| asks_for(&msgs, id);
     for k in 0..3 {
         r.received(k);
     }

@@ -176,19 +176,24 @@ pub struct GossipTotals {
     pub served: u64,
 }
 
-impl GossipTotals {
-    pub(crate) fn add(&mut self, c: &silver_p2p_core::node::NodeCounters) {
-        self.duplicates += c.gossip_duplicates;
-        self.prunes += c.gossip_prunes_sent;
-        self.grafts += c.gossip_grafts_sent;
-        self.announcements += c.gossip_announcements_sent;
-        self.ids_announced += c.gossip_ids_announced;
-        self.ids_wanted += c.gossip_ids_wanted;
-        self.want_retries += c.gossip_want_retries;
-        self.served += c.gossip_served;
+impl From<&silver_p2p_core::node::NodeCounters> for GossipTotals {
+    fn from(c: &silver_p2p_core::node::NodeCounters) -> Self {
+        GossipTotals {
+            duplicates: c.gossip_duplicates,
+            prunes: c.gossip_prunes_sent,
+            grafts: c.gossip_grafts_sent,
+            announcements: c.gossip_announcements_sent,
+            ids_announced: c.gossip_ids_announced,
+            ids_wanted: c.gossip_ids_wanted,
+            want_retries: c.gossip_want_retries,
+            served: c.gossip_served,
+        }
     }
+}
 
-    fn sum(&mut self, o: &GossipTotals) {
+impl GossipTotals {
+    /// Adds `o`'s figures to these.
+    pub(crate) fn add(&mut self, o: &GossipTotals) {
         self.duplicates += o.duplicates;
         self.prunes += o.prunes;
         self.grafts += o.grafts;
@@ -437,7 +442,7 @@ impl Sim {
             dropped += t.addrs_dropped;
             evictions += t.evicted;
             replaced_unhealthy += t.replaced_unhealthy;
-            gossip.sum(&t.gossip);
+            gossip.add(&t.gossip);
             per.push(t);
         }
         let col = |f: &dyn Fn(&Totals) -> u64| -> Percentiles {

@@ -149,7 +149,7 @@ impl Totals {
         self.addrs_dropped += s.counters.addrs_dropped;
         self.evicted += s.counters.evicted;
         self.replaced_unhealthy += s.counters.replaced_unhealthy;
-        self.gossip.add(&s.counters);
+        self.gossip.add(&(&s.counters).into());
     }
 }
 

@@ -140,10 +140,22 @@ impl<K: Hash> ExpiringSet<K> {
             }
             expired = true;
         }
-        if expired && self.map.capacity() > 64 && self.map.len() < self.map.capacity() / 4 {
-            self.map.shrink_to(self.map.len() * 2);
-            self.order.shrink_to(self.order.len() * 2);
+        if expired {
+            shrink_if_sparse(&mut self.map, &mut self.order);
         }
+    }
+}
+
+/// Gives back a fingerprint table's memory, and its expiry queue's, once the table holds far
+/// fewer entries than it has room for: call it after expiring entries, since a burst's
+/// worth of them expires as a block.
+pub(crate) fn shrink_if_sparse<V, T>(
+    map: &mut HashMap<u64, V, BuildHasherDefault<Fingerprint>>,
+    order: &mut VecDeque<T>,
+) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+        order.shrink_to(order.len() * 2);
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::time::Duration;
 
-use super::cache::{Fingerprint, KeyedHash};
+use super::cache::{shrink_if_sparse, Fingerprint, KeyedHash};
 use super::types::{ConnectionId, MessageId};
 use crate::time::Timestamp;
 
@@ -194,9 +194,8 @@ impl PendingWants {
             self.order.pop_front();
             expired = true;
         }
-        if expired && self.map.capacity() > 64 && self.map.len() < self.map.capacity() / 4 {
-            self.map.shrink_to(self.map.len() * 2);
-            self.order.shrink_to(self.order.len() * 2);
+        if expired {
+            shrink_if_sparse(&mut self.map, &mut self.order);
         }
     }
 }
