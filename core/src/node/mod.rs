@@ -2616,23 +2616,19 @@ impl Node {
             return;
         }
         due.sort_by_key(|(conn, _)| *conn);
-        let mut start = 0;
-        while start < due.len() {
-            let conn = due[start].0;
-            let end = start + due[start..].iter().take_while(|(c, _)| *c == conn).count();
+        for group in due.chunk_by(|a, b| a.0 == b.0) {
+            let conn = group[0].0;
             if self.conns.get(&conn).is_some_and(|c| c.is_gossip_peer()) {
-                let ids: Vec<[u8; 32]> = due[start..end].iter().map(|(_, m)| m.0).collect();
-                self.counters.gossip_want_retries += ids.len() as u64;
-                for chunk in ids.chunks(MAX_IDS_PER_MESSAGE) {
-                    self.ask_for(now, conn, chunk.to_vec());
+                self.counters.gossip_want_retries += group.len() as u64;
+                for chunk in group.chunks(MAX_IDS_PER_MESSAGE) {
+                    self.ask_for(now, conn, chunk.iter().map(|(_, m)| m.0).collect());
                 }
             } else {
                 // That peer is gone: the next one to announce these is asked at once.
-                for (_, m) in &due[start..end] {
+                for (_, m) in group {
                     self.pending_wants.forget(m);
                 }
             }
-            start = end;
         }
         self.flush(now);
     }
