@@ -98,12 +98,13 @@ impl PendingWants {
             // Timed out at this very instant, its retry not yet run: asking this announcer
             // now is that retry.
         }
+        // Full: the oldest request goes (a queue entry a retry left behind is skipped).
         while self.map.len() >= self.capacity && !self.map.contains_key(&key) {
-            match self.order.pop_front() {
-                Some((_, old)) => {
-                    self.map.remove(&old);
-                }
-                None => break,
+            let Some((deadline, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&old).is_some_and(|w| w.deadline == deadline) {
+                self.map.remove(&old);
             }
         }
         self.push(
@@ -275,6 +276,27 @@ mod tests {
         w.forget(&id(1));
         assert_eq!(w.announced(t, id(1), ConnectionId(2)), Announced::Ask);
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn the_oldest_live_request_makes_room_not_one_just_made_again() {
+        let mut w = wants(2);
+        let ms = |m: u64| Timestamp::from_secs(10) + Duration::from_millis(m);
+        let [a, c, d] = [1, 3, 4].map(ConnectionId);
+        w.announced(ms(0), id(1), a);
+        w.announced(ms(100), id(2), a);
+        // The request for id 1 went nowhere and is made again, to c: now the younger one.
+        w.forget(&id(1));
+        assert_eq!(w.announced(ms(200), id(1), c), Announced::Ask);
+        // Full: id 2 is the oldest request, so it makes room.
+        assert_eq!(w.announced(ms(300), id(3), a), Announced::Ask);
+        assert_eq!(w.len(), 2);
+        assert_eq!(
+            w.announced(ms(300), id(1), d),
+            Announced::Next(ms(1200)),
+            "the request to c is still pending"
+        );
+        assert_eq!(w.announced(ms(300), id(2), d), Announced::Ask);
     }
 
     #[test]
