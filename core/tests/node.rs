@@ -980,6 +980,64 @@ fn a_persistent_peer_that_keeps_dropping_us_is_redialed_ever_more_slowly() {
     );
 }
 
+/// A bootstrap node with room for three inbound peers, and six nodes that bootstrap from it
+/// and then keep two outbound connections among themselves.
+fn full_bootstrap() -> Net {
+    Net::star(7, |i, c| {
+        if i == 0 {
+            c.limits.max_inbound = 3;
+            c.limits.target_outbound = 0;
+            // Nobody protected, so a newcomer always finds a peer to evict.
+            c.limits.protect_by_rtt = 0;
+            c.limits.protect_by_usefulness = 0;
+            c.limits.protect_by_uptime = 0;
+        } else {
+            c.limits.target_outbound = 2;
+        }
+    })
+}
+
+#[test]
+fn a_full_persistent_peer_is_left_alone_while_the_node_has_its_outbound_peers() {
+    let mut net = full_bootstrap();
+    net.run_for(Duration::from_secs(120));
+    let boot = net.id(0);
+    // Six nodes want three slots: each comeback sends another node away. The evictions must
+    // stop once the evicted nodes have their outbound peers without the bootstrap node.
+    let evicted = |net: &Net| net.nodes[0].node.stats(net.now).counters.evicted;
+    let early = evicted(&net);
+    assert!(early >= 3, "the later dialers made room");
+    net.run_for(Duration::from_secs(1800));
+    assert_eq!(
+        evicted(&net),
+        early,
+        "no eviction after the first two minutes"
+    );
+    for i in 1..7 {
+        assert!(net.outbound(i) >= 2, "n{i} found its own peers");
+    }
+    let outside: Vec<usize> = (1..7)
+        .filter(|&i| !net.nodes[i].node.is_connected(&boot))
+        .collect();
+    assert_eq!(outside.len(), 3, "three hold the bootstrap node's slots");
+    let out = outside[0];
+    assert!(net.outbound(out) >= 2, "n{out} is at its target without it");
+
+    // Once its other peers are gone for good, the node needs the bootstrap node again.
+    for j in (1..7).filter(|&j| j != out) {
+        net.nodes[j].up = false;
+        for k in 0..7 {
+            net.reset_links(j, k);
+            net.reset_links(k, j);
+        }
+    }
+    net.run_for(Duration::from_secs(600));
+    assert!(
+        net.nodes[out].node.is_connected(&boot),
+        "below target, n{out} dials the bootstrap node that once sent it away"
+    );
+}
+
 /// The payloads of the direct messages of `kind` node `i` received, as sequence numbers.
 fn directs_received(net: &Net, i: usize, kind: u32) -> Vec<u32> {
     net.nodes[i]

@@ -37,8 +37,10 @@ pub struct BackoffConfig {
     /// How long a connection to a persistent peer must stay up, in milliseconds, before it
     /// counts as a success and resets the backoff. One that drops sooner counts as one more
     /// failure, so a peer that accepts us and then evicts us (a full bootstrap node) is
-    /// redialed ever more slowly instead of every `base_ms`. 0 resets the backoff as soon as
-    /// a handshake completes. Default 60,000 (1 min).
+    /// redialed ever more slowly instead of every `base_ms`. A connection the peer closes
+    /// because it is full (Goodbye `Evicted` or `TooManyConnections`) never counts as a
+    /// success, however long it lasted. 0 resets the backoff as soon as a handshake
+    /// completes. Default 60,000 (1 min).
     pub stable_after_ms: u64,
 }
 
@@ -152,6 +154,14 @@ impl Backoff {
         let at = now + Duration::from_nanos(delay_ns);
         self.next_attempt = Some(at);
         at
+    }
+
+    /// Records that the peer ended the current connection because it is full. Call it just
+    /// before the [`Backoff::on_failure`] for that close: however long the connection lasted,
+    /// it does not count as a success (unless `stable_after_ms` is 0, which made it one when
+    /// it came up), so a peer that keeps sending us away is redialed ever more slowly.
+    pub fn on_refused(&mut self) {
+        self.connected_since = None;
     }
 
     /// Records a successful connection: the failure count goes back to zero, the scheduled
@@ -340,6 +350,24 @@ mod tests {
         quick.on_connected(t0);
         assert_eq!(quick.failures(), 0);
         assert_eq!(quick.next_attempt(), None);
+    }
+
+    #[test]
+    fn a_peer_that_sends_us_away_for_want_of_room_never_resets_the_count() {
+        let mut b = Backoff::new(BackoffConfig::default());
+        let mut r = rng(10);
+        let t0 = Timestamp::from_secs(10);
+        b.on_failure(t0, &mut r);
+        // Up for an hour, then evicted: still one more failure.
+        b.on_connected(t0);
+        b.on_refused();
+        b.on_failure(t0 + Duration::from_secs(3600), &mut r);
+        assert_eq!(b.failures(), 2);
+        assert_eq!(b.ceiling(), Duration::from_secs(4));
+        // The next connection that lasts and ends otherwise is a success again.
+        b.on_connected(t0 + Duration::from_secs(3600));
+        b.on_failure(t0 + Duration::from_secs(7200), &mut r);
+        assert_eq!(b.failures(), 1);
     }
 
     #[test]

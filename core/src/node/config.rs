@@ -32,7 +32,10 @@ pub struct NodeConfig {
     pub cipher: CipherPreference,
     /// Addresses we announce to peers (where we accept connections). Default: none.
     pub listen_addrs: Vec<std::net::SocketAddr>,
-    /// Bootstrap peers: dialed at start, redialed with backoff forever (persistent).
+    /// Bootstrap peers: dialed at start, redialed with backoff forever (persistent). One
+    /// that sends the node away because it is full (Goodbye `Evicted` or
+    /// `TooManyConnections`) is redialed only while the node has fewer than
+    /// `limits.target_outbound` outbound connections and the address book cannot fill them.
     pub bootstrap: Vec<PeerAddr>,
     /// Connection counts.
     pub limits: LimitsConfig,

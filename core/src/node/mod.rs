@@ -208,6 +208,9 @@ struct Persistent {
     backoff: Backoff,
     next_attempt: Timestamp,
     conn: Option<ConnectionId>,
+    /// The peer ended the last connection because it was full (Goodbye `Evicted` or
+    /// `TooManyConnections`): it is redialed only while the node is short of outbound peers.
+    full: bool,
 }
 
 #[derive(Debug)]
@@ -1240,6 +1243,13 @@ impl Node {
 
     /// Adds a peer that is dialed now and redialed with backoff whenever it drops, for as
     /// long as the node runs (bootstrap and manually added peers).
+    ///
+    /// A persistent peer that closes the connection because it is full (Goodbye `Evicted` or
+    /// `TooManyConnections`) has asked the node to go elsewhere: it is redialed only while
+    /// the node is below `limits.target_outbound` after trying its address book, and that
+    /// close counts as a failure for the backoff however long the connection lasted.
+    /// Otherwise every node holding a popular bootstrap peer would, on being evicted, come
+    /// back and evict another, for ever.
     pub fn add_persistent_peer(&mut self, now: Timestamp, addr: PeerAddr) {
         self.addrbook.add(now, addr, AddrSource::Manual);
         self.persistent.entry(addr.socket).or_insert(Persistent {
@@ -1247,6 +1257,7 @@ impl Node {
             backoff: Backoff::new(self.config.reconnect.clone()),
             next_attempt: now,
             conn: None,
+            full: false,
         });
         self.schedule_maintenance(now);
     }
@@ -1554,6 +1565,18 @@ impl Node {
             if p.conn == Some(id) || direction == Direction::Outbound {
                 p.conn = None;
                 let mut rng = self.rng.derive(b"backoff");
+                if matches!(
+                    reason,
+                    CloseReason::RemoteGoodbye {
+                        reason: GoodbyeReason::Evicted | GoodbyeReason::TooManyConnections,
+                        ..
+                    }
+                ) {
+                    p.backoff.on_refused();
+                    p.full = true;
+                } else {
+                    p.full = false;
+                }
                 p.next_attempt = p.backoff.on_failure(now, &mut rng);
                 let at = p.next_attempt;
                 self.wake_maintenance(at);
@@ -3048,33 +3071,7 @@ impl Node {
         let mut dials = self.config.discovery.max_dials_per_interval;
 
         // Persistent peers first: they are why the node exists on this network.
-        let due: Vec<SocketAddr> = self
-            .persistent
-            .iter()
-            .filter(|(_, p)| p.conn.is_none() && p.next_attempt <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for a in due {
-            if dials == 0 || self.pending_handshakes() >= self.config.limits.max_pending_handshakes
-            {
-                break;
-            }
-            let addr = self.persistent[&a].addr;
-            let connected = addr.peer_id.is_some_and(|p| self.peers.contains_key(&p))
-                || self.conns.values().any(|c| !c.closed && c.addr == a);
-            if connected {
-                continue;
-            }
-            if self.check_dial(now, &addr).is_ok() {
-                let id = self.dial(now, addr);
-                let p = self.persistent.get_mut(&a).expect("present");
-                if p.backoff.failures() > 0 {
-                    self.counters.reconnects += 1;
-                }
-                p.conn = Some(id);
-                dials -= 1;
-            }
-        }
+        self.redial_persistent(now, &mut dials, false);
 
         // Keep outbound connections at the target, preferring netgroups we lack.
         let target = self.config.limits.target_outbound;
@@ -3122,6 +3119,12 @@ impl Node {
             }
         }
 
+        // A persistent peer that sent us away because it was full is needed only when the
+        // address book could not bring the node to its target.
+        if self.count_direction(Direction::Outbound) < target {
+            self.redial_persistent(now, &mut dials, true);
+        }
+
         // Ask for addresses while below target.
         if self.count_direction(Direction::Outbound) < target
             && self
@@ -3141,6 +3144,39 @@ impl Node {
         if self.last_health_check.is_none_or(|t| now >= t + every) {
             self.last_health_check = Some(now);
             self.replace_unhealthy(now);
+        }
+    }
+
+    /// Dials the persistent peers whose redial is due, within the `dials` left this run:
+    /// those that last sent us away because they were full when `full` is set, the others
+    /// otherwise.
+    fn redial_persistent(&mut self, now: Timestamp, dials: &mut usize, full: bool) {
+        let due: Vec<SocketAddr> = self
+            .persistent
+            .iter()
+            .filter(|(_, p)| p.conn.is_none() && p.next_attempt <= now && p.full == full)
+            .map(|(k, _)| *k)
+            .collect();
+        for a in due {
+            if *dials == 0 || self.pending_handshakes() >= self.config.limits.max_pending_handshakes
+            {
+                break;
+            }
+            let addr = self.persistent[&a].addr;
+            let connected = addr.peer_id.is_some_and(|p| self.peers.contains_key(&p))
+                || self.conns.values().any(|c| !c.closed && c.addr == a);
+            if connected {
+                continue;
+            }
+            if self.check_dial(now, &addr).is_ok() {
+                let id = self.dial(now, addr);
+                let p = self.persistent.get_mut(&a).expect("present");
+                if p.backoff.failures() > 0 {
+                    self.counters.reconnects += 1;
+                }
+                p.conn = Some(id);
+                *dials -= 1;
+            }
         }
     }
 
