@@ -81,6 +81,7 @@ mod ledger;
 pub mod link;
 pub mod report;
 pub mod scenario;
+pub mod schedule;
 pub mod sim;
 pub mod sybil;
 pub mod trace;
@@ -92,5 +93,6 @@ pub use scenario::{
     Command, ConfigFn, Faults, Hook, HookCtx, NodeFn, PartitionFaults, Pick, Scenario, Split,
     Topology, Workload, BUILTIN_SCENARIOS,
 };
+pub use schedule::parse_schedule;
 pub use sim::{FaultCounts, HostStatus, NodeId, Progress, Sim, Violation};
 pub use sybil::SybilConfig;

@@ -74,6 +74,11 @@ struct Args {
     /// `Faults::apply_toml`).
     #[arg(long)]
     faults: Option<std::path::PathBuf>,
+    /// Timed commands (TOML `[[command]]` tables: `at_s`, `do` and its keys), run on top of
+    /// the scenario's own: partitions, crashes, broadcasts… at chosen times (see the
+    /// `schedule` module of the library).
+    #[arg(long)]
+    schedule: Option<std::path::PathBuf>,
     /// Gossip mode of every node: `flood` or `tree` (applied after --node-config).
     #[arg(long, value_parser = parse_gossip_mode)]
     gossip: Option<GossipMode>,
@@ -183,6 +188,9 @@ fn replay_command(a: &Args) -> String {
     }
     if let Some(p) = &a.faults {
         c += &format!(" --faults {}", p.display());
+    }
+    if let Some(p) = &a.schedule {
+        c += &format!(" --schedule {}", p.display());
     }
     if let Some(g) = a.gossip {
         c += match g {
@@ -296,6 +304,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         scenario = scenario.faults(faults);
+    }
+    if let Some(path) = &args.schedule {
+        let mut commands = Vec::new();
+        if let Err(e) = apply_file(path, |text| {
+            commands = silver_p2p_sim::parse_schedule(text)?;
+            Ok(())
+        }) {
+            eprintln!("invalid schedule {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        for (at, command) in commands {
+            scenario = scenario.at(at, command);
+        }
     }
     if let Some(g) = args.gossip {
         scenario = scenario.configure(move |_, c| c.gossip.mode = g);

@@ -2204,8 +2204,12 @@ impl Sim {
     }
 
     fn restart(&mut self, i: u32) {
-        let h = &self.hosts[i as usize];
-        if h.status != HostStatus::Down {
+        // A scheduled restart may name a node that never existed.
+        if self
+            .hosts
+            .get(i as usize)
+            .is_none_or(|h| h.status != HostStatus::Down)
+        {
             return;
         }
         self.counts.restarts += 1;

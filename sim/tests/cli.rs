@@ -184,22 +184,41 @@ fn link_settings_from_a_file_apply_and_bad_ones_are_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs 10 nodes for 120 s of `steady` (seed 4) with `option` naming a file that holds
+/// `text`.
+fn run_with_file(option: &str, name: &str, text: &str) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!("silver-sim{option}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
+        .args(["--nodes", "10", "--seed", "4", "--duration", "120s"])
+        .args(["--json", "--quiet", option])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+/// Each `(file name, text, reason)` is refused: exit status 2, the reason on stderr.
+fn assert_files_refused(option: &str, cases: &[(&str, &str, &str)]) {
+    for (name, text, reason) in cases {
+        let out = run_with_file(option, name, text);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{name}: {stderr}");
+    }
+}
+
 #[test]
 fn fault_settings_from_a_file_apply_and_bad_ones_are_refused() {
-    let dir = std::env::temp_dir().join(format!("silver-sim-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let run = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_silver-p2p-sim"))
-            .args(["--nodes", "10", "--seed", "4", "--duration", "120s"])
-            .args(["--json", "--quiet", "--faults"])
-            .arg(&path)
-            .output()
-            .expect("runs")
-    };
     // `steady` has no faults of its own: the file's are the only ones.
-    let out = run("some.toml", "resets_per_min = 6\ncrashes_per_min = 2\n");
+    let out = run_with_file(
+        "--faults",
+        "some.toml",
+        "resets_per_min = 6\ncrashes_per_min = 2\n",
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -218,23 +237,90 @@ fn fault_settings_from_a_file_apply_and_bad_ones_are_refused() {
     );
     assert_eq!(v["faults"]["stalls"].as_u64(), Some(0));
     assert!(v["replay"].as_str().unwrap().contains(" --faults "));
+    assert_files_refused(
+        "--faults",
+        &[
+            (
+                "typo.toml",
+                "crash_per_min = 1\n",
+                "unknown field `crash_per_min`",
+            ),
+            (
+                "prob.toml",
+                "half_open_prob = 2\n",
+                "half_open_prob must be from 0 to 1",
+            ),
+        ],
+    );
+}
 
-    for (name, text, reason) in [
-        (
-            "typo.toml",
-            "crash_per_min = 1\n",
-            "unknown field `crash_per_min`",
-        ),
-        (
-            "prob.toml",
-            "half_open_prob = 2\n",
-            "half_open_prob must be from 0 to 1",
-        ),
+#[test]
+fn timed_commands_from_a_file_run_and_bad_ones_are_refused() {
+    // `steady` has no faults of its own: these are the only ones, each counted once.
+    let out = run_with_file(
+        "--schedule",
+        "some.toml",
+        r#"
+        [[command]]
+        at_s = 30
+        do = "partition"
+        fraction = 0.5
+        heal_after_s = 20
+
+        [[command]]
+        at_s = 60
+        do = "crash"
+        node = 3
+        restart_after_s = 10
+
+        [[command]]
+        at_s = 90
+        do = "join"
+        count = 2
+
+        # A node that never existed: nothing to restart, and no harm done.
+        [[command]]
+        at_s = 95
+        do = "restart"
+        node = 999
+        "#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let f = &v["faults"];
+    for (key, n) in [
+        ("partitions", 1),
+        ("crashes", 1),
+        ("restarts", 1),
+        ("joins", 2),
+        ("resets", 0),
     ] {
-        let out = run(name, text);
-        assert_eq!(out.status.code(), Some(2), "{name}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(reason), "{name}: {stderr}");
+        assert_eq!(f[key].as_u64(), Some(n), "{key}: {f}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        v["violations"].as_array().unwrap().is_empty(),
+        "{}",
+        v["violations"]
+    );
+    assert!(v["replay"].as_str().unwrap().contains(" --schedule "));
+
+    assert_files_refused(
+        "--schedule",
+        &[
+            (
+                "kind.toml",
+                "[[command]]\nat_s = 1\ndo = \"explode\"\n",
+                "command 1 (explode): unknown command",
+            ),
+            (
+                "key.toml",
+                "[[command]]\nat_s = 1\ndo = \"heal\"\nnode = 2\n",
+                "does not take `node`",
+            ),
+        ],
+    );
 }
