@@ -1038,6 +1038,44 @@ fn a_full_persistent_peer_is_left_alone_while_the_node_has_its_outbound_peers() 
     );
 }
 
+#[test]
+fn a_node_that_dials_only_its_persistent_peers_returns_to_one_that_evicted_it() {
+    // Nodes 1 and 2 keep no outbound peers of their own (`target_outbound = 0`): node 0,
+    // with room for one of them, is all they dial. Each evicts the other in turn; each must
+    // keep coming back, ever more slowly, rather than stay away for good.
+    let mut net = Net::star(3, |i, c| {
+        c.limits.target_outbound = 0;
+        if i == 0 {
+            c.limits.max_inbound = 1;
+            c.limits.protect_by_rtt = 0;
+            c.limits.protect_by_usefulness = 0;
+            c.limits.protect_by_uptime = 0;
+        }
+    });
+    let boot = net.id(0);
+    let mut connects = [0usize; 3];
+    let mut was = [false; 3];
+    let deadline = net.now + Duration::from_secs(1800);
+    while net.now < deadline {
+        net.run_for(Duration::from_millis(100));
+        for i in 1..3 {
+            let now = net.nodes[i].node.is_connected(&boot);
+            if now && !was[i] {
+                connects[i] += 1;
+            }
+            was[i] = now;
+        }
+    }
+    assert!(
+        connects[1] >= 3 && connects[2] >= 3,
+        "both came back after being evicted: {connects:?}"
+    );
+    let evicted = net.nodes[0].node.stats(net.now).counters.evicted;
+    // The backoff grows with each eviction (ceilings 1, 2, 4, … 300 s): far fewer than one
+    // a second.
+    assert!(evicted < 60, "{evicted} evictions in 30 minutes");
+}
+
 /// The payloads of the direct messages of `kind` node `i` received, as sequence numbers.
 fn directs_received(net: &Net, i: usize, kind: u32) -> Vec<u32> {
     net.nodes[i]

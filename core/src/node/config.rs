@@ -34,8 +34,9 @@ pub struct NodeConfig {
     pub listen_addrs: Vec<std::net::SocketAddr>,
     /// Bootstrap peers: dialed at start, redialed with backoff forever (persistent). One
     /// that sends the node away because it is full (Goodbye `Evicted` or
-    /// `TooManyConnections`) is redialed only while the node has fewer than
-    /// `limits.target_outbound` outbound connections and the address book cannot fill them.
+    /// `TooManyConnections`) is redialed only while the node has fewer outbound connections
+    /// than `limits.target_outbound` (and the address book cannot fill them) or than it has
+    /// persistent peers.
     pub bootstrap: Vec<PeerAddr>,
     /// Connection counts.
     pub limits: LimitsConfig,

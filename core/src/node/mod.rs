@@ -209,7 +209,8 @@ struct Persistent {
     next_attempt: Timestamp,
     conn: Option<ConnectionId>,
     /// The peer ended the last connection because it was full (Goodbye `Evicted` or
-    /// `TooManyConnections`): it is redialed only while the node is short of outbound peers.
+    /// `TooManyConnections`): it is redialed only while the node is short of outbound peers
+    /// (see [`Node::add_persistent_peer`]).
     full: bool,
 }
 
@@ -1246,8 +1247,9 @@ impl Node {
     ///
     /// A persistent peer that closes the connection because it is full (Goodbye `Evicted` or
     /// `TooManyConnections`) has asked the node to go elsewhere: it is redialed only while
-    /// the node is below `limits.target_outbound` after trying its address book, and that
-    /// close counts as a failure for the backoff however long the connection lasted.
+    /// the node has fewer outbound connections than `limits.target_outbound` (after trying
+    /// its address book) or than it has persistent peers, and that close counts as a
+    /// failure for the backoff however long the connection lasted.
     /// Otherwise every node holding a popular bootstrap peer would, on being evicted, come
     /// back and evict another, for ever.
     pub fn add_persistent_peer(&mut self, now: Timestamp, addr: PeerAddr) {
@@ -3120,8 +3122,10 @@ impl Node {
         }
 
         // A persistent peer that sent us away because it was full is needed only when the
-        // address book could not bring the node to its target.
-        if self.count_direction(Direction::Outbound) < target {
+        // address book could not bring the node to its target, or when the node keeps
+        // fewer outbound connections than it has persistent peers (a node that dials only
+        // its persistent peers, `target_outbound = 0`, needs every one of them).
+        if self.count_direction(Direction::Outbound) < target.max(self.persistent.len()) {
             self.redial_persistent(now, &mut dials, true);
         }
 
