@@ -56,15 +56,16 @@ pub const MAX_JOIN: usize = 100_000;
 /// sum of times overflows the simulator's clock.
 pub const MAX_SCHEDULE_S: f64 = 365.0 * 86_400.0;
 
-/// The file: `[[command]]` tables.
+/// The file: `[[command]]` tables. It is read twice, as [`Entry`]s (so a wrong type is
+/// reported with its line) and as plain tables (the keys each command was given).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct File {
-    #[serde(default)]
-    command: Vec<Entry>,
+struct File<T> {
+    #[serde(default = "Vec::new")]
+    command: Vec<T>,
 }
 
-/// One `[[command]]` table: every key any command takes, each checked against `do`.
+/// One `[[command]]` table: every key any command takes.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
@@ -94,49 +95,28 @@ enum PickSpec {
     Name(String),
 }
 
-impl Entry {
-    /// The keys given besides `at_s` and `do`.
-    fn given(&self) -> Vec<&'static str> {
-        let keys = [
-            ("node", self.node.is_some()),
-            ("from", self.from.is_some()),
-            ("to", self.to.is_some()),
-            ("size", self.size.is_some()),
-            ("fraction", self.fraction.is_some()),
-            ("nodes", self.nodes.is_some()),
-            ("oneway", self.oneway.is_some()),
-            ("heal_after_s", self.heal_after_s.is_some()),
-            ("duration_s", self.duration_s.is_some()),
-            ("machine", self.machine.is_some()),
-            ("restart_after_s", self.restart_after_s.is_some()),
-            ("graceful", self.graceful.is_some()),
-            ("count", self.count.is_some()),
-        ];
-        keys.into_iter()
-            .filter(|(_, g)| *g)
-            .map(|(k, _)| k)
-            .collect()
-    }
-}
-
 /// Parses a schedule file's text into timed commands, in the file's order. See the module
 /// documentation for the format; the first mistake is returned as an error that names the
 /// command (`command 3 (crash)`) and the key.
 pub fn parse_schedule(text: &str) -> Result<Vec<(Duration, Command)>, String> {
-    let file: File = toml::from_str(text).map_err(|e| format!("schedule: {e}"))?;
-    file.command
+    let read = |e: toml::de::Error| format!("schedule: {e}");
+    let entries: File<Entry> = toml::from_str(text).map_err(read)?;
+    let tables: File<toml::Table> = toml::from_str(text).map_err(read)?;
+    entries
+        .command
         .into_iter()
+        .zip(&tables.command)
         .enumerate()
-        .map(|(i, e)| {
-            let what = format!("schedule: command {} ({})", i + 1, e.what);
-            entry(e).map_err(|err| format!("{what}: {err}"))
+        .map(|(i, (e, table))| {
+            let context = format!("schedule: command {} ({})", i + 1, e.what);
+            entry(e, table).map_err(|err| format!("{context}: {err}"))
         })
         .collect()
 }
 
-fn entry(e: Entry) -> Result<(Duration, Command), String> {
-    let at = seconds("at_s", e.at_s)?;
-    let allowed: &[&str] = match e.what.as_str() {
+/// The keys command `what` takes besides `at_s` and `do`.
+fn keys_of(what: &str) -> Result<&'static [&'static str], String> {
+    Ok(match what {
         "broadcast" => &["from", "size"],
         "unicast" | "request" => &["from", "to", "size"],
         "partition" => &["fraction", "nodes", "oneway", "heal_after_s"],
@@ -153,10 +133,19 @@ fn entry(e: Entry) -> Result<(Duration, Command), String> {
                  heal, stall, reset, crash, restart, leave, join"
             ))
         }
-    };
-    if let Some(k) = e.given().into_iter().find(|k| !allowed.contains(k)) {
+    })
+}
+
+/// Command `e`, whose table gave the keys of `table`.
+fn entry(e: Entry, table: &toml::Table) -> Result<(Duration, Command), String> {
+    let allowed = keys_of(&e.what)?;
+    let extra = table
+        .keys()
+        .find(|k| !matches!(k.as_str(), "at_s" | "do") && !allowed.contains(&k.as_str()));
+    if let Some(k) = extra {
         return Err(format!("does not take `{k}`"));
     }
+    let at = seconds("at_s", e.at_s)?;
     let size = match e.size {
         None => 1024,
         Some(s) if (1..=MAX_COMMAND_BYTES).contains(&s) => s,
@@ -362,5 +351,9 @@ mod tests {
         assert!(e.contains("schedule:") && e.contains("colour"), "{e}");
         let e = err("[[command]]\ndo = \"heal\"\n");
         assert!(e.contains("at_s"), "{e}");
+        let e = err("[[command]]\nat_s = 1\n");
+        assert!(e.contains("missing field `do`"), "{e}");
+        let e = err("[[command]]\nat_s = \"soon\"\ndo = \"heal\"\n");
+        assert!(e.contains("at_s = \"soon\""), "{e}");
     }
 }
