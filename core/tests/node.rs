@@ -1253,6 +1253,61 @@ fn transmits_to_several_peers_are_built_in_turn_as_they_are_polled() {
     assert!(total >= 1_200_000, "every byte was built: {total}");
 }
 
+/// Deadlines of the nodes' connections (keepalive checks, idle timeouts) wait for the node's
+/// timer grid, as does its periodic maintenance run: however traffic moves them, a node's
+/// deadline wakes it only on a whole step from its creation, so once a step at most for all
+/// of them. With a zero granularity the same traffic wakes the nodes at keepalive checks all
+/// over the clock, more often: that is what the grid saves.
+#[test]
+fn connection_deadlines_share_the_node_wake_ups_on_its_timer_grid() {
+    // (wake-ups, wake-ups off the whole seconds) over every node, and the traffic's span.
+    let wakeups = |granularity: Duration| {
+        let mut net = Net::star(6, |_, c| c.timer_granularity = granularity);
+        let origin = net.now; // every node was created now
+        net.run_for(Duration::from_secs(20));
+        for n in &mut net.nodes {
+            n.wakeups.clear();
+        }
+        let start = net.now;
+        for k in 0..300u32 {
+            // Traffic at instants unrelated to the grid keeps moving the keepalive checks.
+            let data = Bytes::from(k.to_le_bytes().repeat(16));
+            net.with(1 + k as usize % 5, |n, now| {
+                n.broadcast(
+                    now,
+                    GossipMessage::Transaction(data),
+                    BroadcastOptions::default(),
+                )
+            })
+            .unwrap();
+            net.run_for(Duration::from_millis(737));
+        }
+        let span_s = (net.now.as_nanos() - start.as_nanos()) / 1_000_000_000;
+        assert_eq!(
+            net.nodes[0].node.stats(net.now).peers,
+            5,
+            "no connection was lost"
+        );
+        let all: Vec<Timestamp> = net.nodes.iter().flat_map(|n| n.wakeups.clone()).collect();
+        let off = all
+            .iter()
+            .filter(|t| (t.as_nanos() - origin.as_nanos()) % 1_000_000_000 != 0)
+            .count();
+        (all.len() as u64, off, span_s)
+    };
+    let (gridded, off, span_s) = wakeups(Duration::from_secs(1));
+    assert_eq!(off, 0, "every deadline waited for the grid");
+    assert!(
+        gridded <= 6 * (span_s + 1),
+        "at most one wake-up per node and step: {gridded} in {span_s} s"
+    );
+    let (exact, off, _) = wakeups(Duration::ZERO);
+    assert!(
+        off > 0 && exact > gridded,
+        "exact deadlines: {exact} wake-ups, {off} off the grid; gridded: {gridded}"
+    );
+}
+
 fn tree(c: &mut NodeConfig) {
     c.gossip.mode = GossipMode::Tree;
 }

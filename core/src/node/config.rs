@@ -11,6 +11,10 @@ use crate::node::addrbook::AddressBookConfig;
 use crate::node::backoff::BackoffConfig;
 use crate::node::ratelimit::RateLimitConfig;
 
+/// Upper bound on [`NodeConfig::timer_granularity`]: a coarser grid would delay handshake
+/// timeouts and keepalives past any use.
+pub const MAX_TIMER_GRANULARITY: Duration = Duration::from_secs(60);
+
 /// Everything a [`crate::node::Node`] needs to know, with a default for every field.
 ///
 /// In TOML, top-level keys come first and each sub-structure is a table (`[limits]`,
@@ -30,6 +34,16 @@ pub struct NodeConfig {
     /// `"aes-256-gcm"`). A connection uses AES-256-GCM only when both sides ask for it,
     /// ChaCha20-Poly1305 otherwise. Default `"auto"`: see [`CipherPreference::Auto`].
     pub cipher: CipherPreference,
+    /// How late the node may serve a connection's deadlines (handshake and idle timeouts,
+    /// keepalive checks, reassembly and graceful-close deadlines), so that it wakes once for
+    /// all of them. Those deadlines, and the periodic maintenance run, fall on a grid of
+    /// this step that starts when the node is created: a node with many connections wakes
+    /// about once a step for all of their timers instead of once for each, and a keepalive
+    /// check on a link that carries traffic (which finds nothing due and re-arms) costs no
+    /// wake-up of its own. Each such deadline fires at most this much after it is due.
+    /// Zero serves every deadline at its exact time. At most 60 s. Default 1000 ms.
+    #[serde(with = "duration_ms", rename = "timer_granularity_ms")]
+    pub timer_granularity: Duration,
     /// Addresses we announce to peers (where we accept connections). Default: none.
     pub listen_addrs: Vec<std::net::SocketAddr>,
     /// Bootstrap peers: dialed at start, redialed with backoff forever (persistent). One
@@ -69,6 +83,7 @@ impl Default for NodeConfig {
             agent: concat!("silver-p2p/", env!("CARGO_PKG_VERSION")).into(),
             capabilities: Capabilities::ALL,
             cipher: CipherPreference::Auto,
+            timer_granularity: Duration::from_secs(1),
             listen_addrs: Vec::new(),
             bootstrap: Vec::new(),
             limits: LimitsConfig::default(),
@@ -535,6 +550,12 @@ impl NodeConfig {
             return Err(ConfigError::new(
                 "agent",
                 format!("longer than {MAX_AGENT_LEN} bytes"),
+            ));
+        }
+        if self.timer_granularity > MAX_TIMER_GRANULARITY {
+            return Err(ConfigError::new(
+                "timer_granularity_ms",
+                format!("must be at most {} ms", MAX_TIMER_GRANULARITY.as_millis()),
             ));
         }
         if self.listen_addrs.len() > MAX_LISTEN_ADDRS {

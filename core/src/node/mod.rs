@@ -340,6 +340,8 @@ pub struct Node {
     /// earlier wake-ups for due redials): a run replaces them all, and this finds them
     /// without walking every connection's deadline.
     maintenance_at: Vec<Timestamp>,
+    /// Where the grid of `timer_granularity` steps starts (the node's creation).
+    timer_origin: Timestamp,
     addrbook: AddressBook,
     persistent: BTreeMap<SocketAddr, Persistent>,
     /// Our own addresses (learned from self-connections), never dialed.
@@ -437,6 +439,17 @@ pub enum NodeSnapshotError {
     /// The address book inside is invalid.
     #[error(transparent)]
     AddressBook(#[from] addrbook::SnapshotError),
+}
+
+/// The first point at or after `t` of the grid of `step`s that starts at `origin` (see
+/// [`NodeConfig::timer_granularity`]); `t` itself without a grid or before it starts.
+fn on_grid(origin: Timestamp, step: Duration, t: Timestamp) -> Timestamp {
+    let step = step.as_nanos().min(u64::MAX as u128) as u64;
+    if step == 0 || t <= origin {
+        return t;
+    }
+    let steps = (t.as_nanos() - origin.as_nanos()).div_ceil(step);
+    Timestamp::from_nanos(origin.as_nanos().saturating_add(steps.saturating_mul(step)))
 }
 
 /// Content hash of a gossip message: SHA-256 over a kind tag and the payload.
@@ -546,6 +559,7 @@ impl Node {
             peak_buffered: 0,
             timers: TimerQueue::new(),
             maintenance_at: Vec::new(),
+            timer_origin: now,
             addrbook,
             persistent: BTreeMap::new(),
             self_addrs: BTreeSet::new(),
@@ -971,6 +985,7 @@ impl Node {
 
     /// Updates a connection's entry in the timer index, or removes a closed connection.
     fn reindex(&mut self, id: ConnectionId) {
+        let (origin, step) = (self.timer_origin, self.config.timer_granularity);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -981,7 +996,7 @@ impl Node {
         self.peak_buffered = self
             .peak_buffered
             .max(self.conns_buffered + self.outputs_buffered);
-        let next = c.conn.poll_timeout();
+        let next = c.conn.poll_timeout().map(|t| on_grid(origin, step, t));
         if next != c.timer_at {
             if let Some(old) = c.timer_at {
                 self.timers.remove(&(old, Timer::Conn(id)));
@@ -3066,7 +3081,22 @@ impl Node {
         if self.shutdown.is_some() {
             return;
         }
-        self.wake_maintenance(now + self.config.discovery.interval);
+        // The next periodic run: `discovery.interval` from now, moved earlier onto the timer
+        // grid (by less than a step) so that the connections' deadlines share its wake-up.
+        let (step, interval) = (
+            self.config.timer_granularity,
+            self.config.discovery.interval,
+        );
+        let next = if step.is_zero() || interval < step {
+            now + interval
+        } else {
+            on_grid(
+                self.timer_origin,
+                step,
+                now + (interval - step) + Duration::from_nanos(1),
+            )
+        };
+        self.wake_maintenance(next);
         self.peer_bans.retain(|_, (until, _)| *until > now);
         self.ip_bans.retain(|_, (until, _)| *until > now);
         self.expire_validation(now);

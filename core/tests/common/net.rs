@@ -14,6 +14,8 @@ pub struct SimNode {
     pub addr: SocketAddr,
     pub events: Vec<Event>,
     pub up: bool,
+    /// How many times the node's own deadline woke it (`Input::Timeout`), and when.
+    pub wakeups: Vec<Timestamp>,
 }
 
 #[derive(Debug)]
@@ -96,6 +98,7 @@ impl Net {
             node,
             addr,
             events: Vec::new(),
+            wakeups: Vec::new(),
             up: true,
         });
         i
@@ -233,6 +236,7 @@ impl Net {
             }
             for i in 0..self.nodes.len() {
                 if self.nodes[i].up && self.nodes[i].node.poll_timeout().is_some_and(|t| t <= now) {
+                    self.nodes[i].wakeups.push(now);
                     self.nodes[i].node.handle_input(now, Input::Timeout);
                 }
             }
