@@ -760,6 +760,15 @@ mod tests {
         );
         let e = NodeConfig::from_toml("[connection]\nidle_timeout_ms = 1000\n").unwrap_err();
         assert!(e.to_string().starts_with("connection.idle_timeout"), "{e}");
+        let e = NodeConfig::from_toml("timer_granularity_ms = 60001\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "timer_granularity_ms: must be at most 60000 ms"
+        );
+        for ms in [0, 60_000] {
+            let c = NodeConfig::from_toml(&format!("timer_granularity_ms = {ms}\n")).unwrap();
+            assert_eq!(c.timer_granularity, Duration::from_millis(ms));
+        }
     }
 
     #[test]
