@@ -36,11 +36,12 @@ pub struct NodeConfig {
     pub cipher: CipherPreference,
     /// How late the node may serve a connection's deadlines (handshake and idle timeouts,
     /// keepalive checks, reassembly and graceful-close deadlines), so that it wakes once for
-    /// all of them. Those deadlines, and the periodic maintenance run, fall on a grid of
-    /// this step that starts when the node is created: a node with many connections wakes
-    /// about once a step for all of their timers instead of once for each, and a keepalive
-    /// check on a link that carries traffic (which finds nothing due and re-arms) costs no
-    /// wake-up of its own. Each such deadline fires at most this much after it is due.
+    /// all of them. Those deadlines, and the periodic maintenance run (when
+    /// `discovery.interval_ms` is at least one step; a shorter one keeps its own period),
+    /// fall on a grid of this step that starts when the node is created: a node with many
+    /// connections wakes about once a step for all of their timers instead of once for
+    /// each, and a keepalive check on a link that carries traffic (which finds nothing due
+    /// and re-arms) costs no wake-up of its own. Each such deadline fires at most this much after it is due.
     /// Zero serves every deadline at its exact time. At most 60 s. Default 1000 ms.
     #[serde(with = "duration_ms", rename = "timer_granularity_ms")]
     pub timer_granularity: Duration,
