@@ -98,6 +98,7 @@ async fn tree_gossip_over_sockets_delivers_every_broadcast_once_and_prunes_dupli
         // A node cut off from the tree while it is being pruned into shape waits for an
         // announcement: with every lazy peer announced to, the first round reaches it.
         c.gossip.announce_peers = n;
+        c.gossip.settled_announce_peers = n;
     })
     .await;
     let mut events: Vec<_> = nodes.iter().map(|n| n.events()).collect();

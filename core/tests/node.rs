@@ -1403,6 +1403,7 @@ fn announcement_rounds_name_each_message_to_a_peer_once() {
         tree(c);
         // Every lazy peer in every round.
         c.gossip.announce_peers = 64;
+        c.gossip.settled_announce_peers = 64;
     });
     net.run_for(Duration::from_secs(60));
     broadcasts(&mut net, 10, Duration::from_secs(2));
@@ -1425,6 +1426,72 @@ fn announcement_rounds_name_each_message_to_a_peer_once() {
     let before = total(&net, |c| c.gossip_ids_announced);
     net.run_for(Duration::from_secs(5));
     assert_eq!(total(&net, |c| c.gossip_ids_announced), before);
+}
+
+/// Announcement rounds go to `announce_peers` lazy peers while a node's links change and to
+/// `settled_announce_peers` once none has changed for `history`.
+#[test]
+fn announcement_rounds_go_to_fewer_peers_once_the_links_have_settled() {
+    let n = 20;
+    // Announcements sent in 10 rounds of a second's broadcast each, once the network had
+    // 40 s to settle; and whether any link changed meanwhile (a Prune or a graft).
+    let window = |settled_peers: usize| {
+        let mut net = Net::star(n, |_, c| {
+            c.limits.target_outbound = 4;
+            tree(c);
+            c.gossip.announce_peers = 4;
+            c.gossip.settled_announce_peers = settled_peers;
+        });
+        net.run_for(Duration::from_secs(60));
+        broadcasts(&mut net, 40, Duration::from_secs(1));
+        let changes =
+            |net: &Net| total(net, |c| c.gossip_prunes_sent) + total(net, |c| c.gossip_grafts_sent);
+        let (sent, changed) = (total(&net, |c| c.gossip_announcements_sent), changes(&net));
+        broadcasts(&mut net, 10, Duration::from_secs(1));
+        let sent = total(&net, |c| c.gossip_announcements_sent) - sent;
+        let changed = changes(&net) != changed;
+        (net, sent, changed)
+    };
+    let (_, all, changed) = window(4);
+    assert!(
+        !changed,
+        "the test needs a network whose links stopped changing"
+    );
+    let (mut net, settled, changed) = window(1);
+    assert!(
+        !changed,
+        "the test needs a network whose links stopped changing"
+    );
+    // One announcement per node and round at most (each names a second's message or two).
+    assert!(
+        settled > 0 && settled as usize <= n * 10,
+        "{settled} announcements from {n} settled nodes in 10 rounds"
+    );
+    assert!(
+        all > 2 * settled,
+        "{all} announcements to 4 peers, {settled} to 1"
+    );
+
+    // A link closes: both its ends announce to `announce_peers` again.
+    let k = 5;
+    let peer = net.linked(k)[0];
+    net.reset_links(k, peer);
+    let before = net.nodes[k]
+        .node
+        .stats(net.now)
+        .counters
+        .gossip_announcements_sent;
+    broadcasts(&mut net, 5, Duration::from_secs(1));
+    let after = net.nodes[k]
+        .node
+        .stats(net.now)
+        .counters
+        .gossip_announcements_sent;
+    assert!(
+        after - before > 5,
+        "node {k} sent {} announcements in 5 rounds after a link closed",
+        after - before
+    );
 }
 
 #[test]
@@ -1639,6 +1706,13 @@ fn tree_mode_rejects_a_history_shorter_than_its_announcement_interval() {
     c.gossip.announce_peers = 0;
     assert!(c.validate().is_err());
     c.gossip.announce_peers = 2;
+    for bad in [0, 3] {
+        c.gossip.settled_announce_peers = bad;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("settled_announce_peers"), "{e}");
+    }
+    c.gossip.settled_announce_peers = 2;
+    assert!(c.validate().is_ok());
     c.gossip.relay_fanout = 3;
     let e = c.validate().unwrap_err();
     assert!(e.to_string().contains("relay_fanout"), "{e}");

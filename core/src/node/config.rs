@@ -330,15 +330,25 @@ pub struct GossipConfig {
     #[serde(with = "duration_ms", rename = "announce_delay_ms")]
     pub announce_delay: Duration,
     /// Tree mode: lazy peers, chosen at random among those with news, that each
-    /// announcement round goes to; a round names to a peer only the messages no earlier
-    /// round named to it. More repairs a broken tree sooner, at one small message per peer
-    /// and round. Default 2.
+    /// announcement round goes to while the node's links are changing (within `history`
+    /// of a connection opening or closing, or a link being pruned or grafted); a round
+    /// names to a peer only the messages no earlier round named to it. More repairs a
+    /// broken tree sooner, at one small message per peer and round. Default 2.
     pub announce_peers: usize,
+    /// Tree mode: lazy peers each announcement round goes to once none of the node's links
+    /// has changed for `history`. The tree around the node is then settled and its
+    /// announcements are insurance against a break nobody noticed (a peer gone silent),
+    /// which each node still hears about from some neighbour about `settled_announce_peers`
+    /// times per `announce_interval`. In a settled network the rounds are most of the
+    /// messages sent (two thirds of them at 2), so fewer halves the wake-ups gossip costs.
+    /// At least 1, at most `announce_peers`. Default 1.
+    pub settled_announce_peers: usize,
     /// Tree mode: how long a message stays announced and is kept to answer `IWant`. A
     /// node cut off from the tree without noticing (a silent peer) gets back what it missed
-    /// if any announcement reaches it within this time: ten rounds of two random peers
-    /// each make that all but certain. At least `announce_interval_ms` plus
-    /// `announce_delay_ms`. Default 10 s.
+    /// if any announcement reaches it within this time: its neighbours' rounds, about
+    /// `settled_announce_peers` per `announce_interval` for it even in a settled network,
+    /// make that all but certain. At least `announce_interval_ms` plus `announce_delay_ms`.
+    /// Default 10 s.
     #[serde(with = "duration_ms", rename = "history_ms")]
     pub history: Duration,
     /// Tree mode: most bytes kept for `IWant` answers: payloads plus the record of whom
@@ -371,6 +381,7 @@ impl Default for GossipConfig {
             announce_interval: Duration::from_secs(1),
             announce_delay: Duration::from_millis(200),
             announce_peers: 2,
+            settled_announce_peers: 1,
             history: Duration::from_secs(10),
             max_history_bytes: 8 << 20,
             max_pending_wants: 4096,
@@ -642,6 +653,16 @@ impl NodeConfig {
                     "gossip",
                     "tree mode needs announce_interval_ms, announce_peers, want_timeout_ms \
                      and max_pending_wants greater than zero",
+                ));
+            }
+            if g.settled_announce_peers == 0 || g.settled_announce_peers > g.announce_peers {
+                return Err(ConfigError::new(
+                    "gossip.settled_announce_peers",
+                    format!(
+                        "must be at least 1 (with none, a node cut off by a silent peer would \
+                         never hear what it missed) and at most announce_peers ({})",
+                        g.announce_peers
+                    ),
                 ));
             }
             if g.history < g.announce_interval + g.announce_delay {

@@ -318,6 +318,10 @@ pub struct Node {
     /// Relaying skips them and announcing picks from them without visiting every
     /// connection.
     lazy: Vec<ConnectionId>,
+    /// Tree gossip: when a gossip connection last opened or closed or a link last turned
+    /// eager or lazy; announcement rounds go to fewer peers `history` after it (see
+    /// `settled_announce_peers`).
+    links_changed_at: Option<Timestamp>,
     /// Tree gossip: ids asked for with IWant, and who to ask next if the request times
     /// out (`want_timeout`) unanswered.
     pending_wants: PendingWants,
@@ -603,6 +607,7 @@ impl Node {
             open_by_direction: [0; 2],
             last_health_check: None,
             lazy: Vec::new(),
+            links_changed_at: None,
             config,
         };
         for addr in node.config.bootstrap.clone() {
@@ -1426,6 +1431,7 @@ impl Node {
             .expect("event from a live connection");
         c.peer = Some(peer);
         c.registered = true;
+        self.links_changed_at = Some(now);
         c.agent = hello.agent.clone();
         c.version = version;
         c.lazy_gossip = hello.capabilities.contains(Capabilities::LAZY_GOSSIP);
@@ -1515,6 +1521,7 @@ impl Node {
             Err(_) => true,
         };
         if registered {
+            self.links_changed_at = Some(now);
             if let Some(p) = peer {
                 if self.peers.get(&p) == Some(&id) {
                     self.peers.remove(&p);
@@ -1527,7 +1534,7 @@ impl Node {
                     }));
             }
             if was_eager {
-                self.graft_all();
+                self.graft_all(now);
             }
         }
         if reason == CloseReason::SelfConnection {
@@ -2279,11 +2286,11 @@ impl Node {
 
     /// Marks connection `id` eager or lazy (its membership of `Node::lazy`). Returns
     /// whether anything changed.
-    fn set_eager(&mut self, id: ConnectionId, eager: bool) -> bool {
+    fn set_eager(&mut self, now: Timestamp, id: ConnectionId, eager: bool) -> bool {
         if self.conns.get(&id).is_none_or(|c| c.closed) {
             return false;
         }
-        match self.lazy.binary_search(&id) {
+        let changed = match self.lazy.binary_search(&id) {
             Ok(i) if eager => {
                 self.lazy.remove(i);
                 true
@@ -2293,7 +2300,11 @@ impl Node {
                 true
             }
             _ => false,
+        };
+        if changed {
+            self.links_changed_at = Some(now);
         }
+        changed
     }
 
     /// Tree gossip: a peer sent us a message we already had, so one of the paths to us is
@@ -2429,7 +2440,7 @@ impl Node {
     /// A demotion may also split the pushing links (see `announce_delay`), so the
     /// announcement across this link is registered here too.
     fn make_lazy(&mut self, now: Timestamp, id: ConnectionId) {
-        if !self.set_eager(id, false) || self.shutdown.is_some() {
+        if !self.set_eager(now, id, false) || self.shutdown.is_some() {
             return;
         }
         if !self.has_eager_link(None) {
@@ -2441,7 +2452,7 @@ impl Node {
                 .collect();
             if !candidates.is_empty() {
                 let pick = candidates[self.rng.below(candidates.len() as u64) as usize];
-                self.graft(pick);
+                self.graft(now, pick);
             }
         }
         self.schedule_prune_announce(now, id);
@@ -2449,8 +2460,8 @@ impl Node {
 
     /// Tree gossip: makes connection `id` eager and asks the peer to push to us again (an
     /// IWant without ids).
-    fn graft(&mut self, id: ConnectionId) {
-        self.set_eager(id, true);
+    fn graft(&mut self, now: Timestamp, id: ConnectionId) {
+        self.set_eager(now, id, true);
         if self.send_to(id, Message::IWant { ids: Vec::new() }).is_ok() {
             self.counters.gossip_grafts_sent += 1;
         }
@@ -2460,13 +2471,13 @@ impl Node {
     /// from part of the network. Every lazy peer is asked to push again (an IWant without
     /// ids); the duplicates that follow prune the tree back to shape. Without this the
     /// nodes behind the lost link would depend on random announcements alone.
-    fn graft_all(&mut self) {
+    fn graft_all(&mut self, now: Timestamp) {
         if !self.tree_gossip() || self.shutdown.is_some() {
             return;
         }
         for id in std::mem::take(&mut self.lazy) {
             if self.conns.get(&id).is_some_and(|c| c.is_gossip_peer()) {
-                self.graft(id);
+                self.graft(now, id);
             }
         }
     }
@@ -2555,8 +2566,9 @@ impl Node {
     }
 
     /// Tree gossip: one announcement round. The ids of the messages in the history go to
-    /// `announce_peers` lazy peers chosen at random among those it has news for: each
-    /// peer's only those that arrived after the ones earlier rounds named to it.
+    /// `announce_peers` lazy peers (`settled_announce_peers` once no link has changed for
+    /// `history`) chosen at random among those it has news for: each peer's only those
+    /// that arrived after the ones earlier rounds named to it.
     fn announce(&mut self, now: Timestamp) {
         if self.shutdown.is_some() {
             return;
@@ -2576,8 +2588,14 @@ impl Node {
             return;
         };
 
+        let g = &self.config.gossip;
+        let settled = self.links_changed_at.is_none_or(|t| now >= t + g.history);
+        let mut left = if settled {
+            g.settled_announce_peers
+        } else {
+            g.announce_peers
+        };
         let mut lazy = self.lazy.clone();
-        let mut left = self.config.gossip.announce_peers;
         for i in 0..lazy.len() {
             if left == 0 {
                 break;
@@ -2636,7 +2654,7 @@ impl Node {
         if wanted.is_empty() {
             return;
         }
-        self.set_eager(id, true);
+        self.set_eager(now, id, true);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -2679,7 +2697,7 @@ impl Node {
         if !self.tree_gossip() {
             return;
         }
-        self.set_eager(id, true);
+        self.set_eager(now, id, true);
         if ids.is_empty() {
             // A plain graft: the peer lost a pushing peer and may have lost messages with
             // it. Telling it what we hold lets it pull them now rather than wait for a

@@ -270,6 +270,18 @@ impl Net {
             .count()
     }
 
+    /// The nodes node `i` has a link to.
+    pub fn linked(&self, i: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .links
+            .iter()
+            .filter(|((a, _), _)| *a == i)
+            .map(|(_, (b, _))| *b)
+            .collect();
+        v.dedup();
+        v
+    }
+
     /// Resets every link between nodes `a` and `b` (both ends see end-of-stream).
     pub fn reset_links(&mut self, a: usize, b: usize) {
         let pairs: Vec<((usize, ConnectionId), (usize, ConnectionId))> = self
