@@ -340,7 +340,7 @@ pub struct GossipConfig {
     /// announcements are insurance against a break nobody noticed (a peer gone silent),
     /// which each node still hears about from some neighbour about `settled_announce_peers`
     /// times per `announce_interval`. In a settled network the rounds are most of the
-    /// messages sent (two thirds of them at 2), so fewer halves the wake-ups gossip costs.
+    /// messages sent (two thirds of them at 2), and 1 instead of 2 halves them.
     /// At least 1, at most `announce_peers`. Default 1.
     pub settled_announce_peers: usize,
     /// Tree mode: how long a message stays announced and is kept to answer `IWant`. A

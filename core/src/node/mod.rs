@@ -2284,8 +2284,9 @@ impl Node {
         self.lazy.binary_search(&id).is_err()
     }
 
-    /// Marks connection `id` eager or lazy (its membership of `Node::lazy`). Returns
-    /// whether anything changed.
+    /// Marks connection `id` eager or lazy (its membership of `Node::lazy`), and a change
+    /// as the node's latest link change (see `links_changed_at`). Returns whether anything
+    /// changed.
     fn set_eager(&mut self, now: Timestamp, id: ConnectionId, eager: bool) -> bool {
         if self.conns.get(&id).is_none_or(|c| c.closed) {
             return false;
