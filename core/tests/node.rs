@@ -1434,7 +1434,17 @@ fn announcement_rounds_name_each_message_to_a_peer_once() {
 fn announcement_rounds_go_to_fewer_peers_once_the_links_have_settled() {
     let n = 20;
     // Announcements sent in 10 rounds of a second's broadcast each, once the network had
-    // 40 s to settle; and whether any link changed meanwhile (a Prune or a graft).
+    // 40 s to settle; and whether any link changed meanwhile (a Prune, a graft, a pull or
+    // a new connection).
+    let changes = |net: &Net| {
+        total(net, |c| {
+            c.gossip_prunes_sent
+                + c.gossip_grafts_sent
+                + c.gossip_ids_wanted
+                + c.inbound_accepted
+                + c.dials_succeeded
+        })
+    };
     let window = |settled_peers: usize| {
         let mut net = Net::star(n, |_, c| {
             c.limits.target_outbound = 4;
@@ -1444,8 +1454,6 @@ fn announcement_rounds_go_to_fewer_peers_once_the_links_have_settled() {
         });
         net.run_for(Duration::from_secs(60));
         broadcasts(&mut net, 40, Duration::from_secs(1));
-        let changes =
-            |net: &Net| total(net, |c| c.gossip_prunes_sent) + total(net, |c| c.gossip_grafts_sent);
         let (sent, changed) = (total(&net, |c| c.gossip_announcements_sent), changes(&net));
         broadcasts(&mut net, 10, Duration::from_secs(1));
         let sent = total(&net, |c| c.gossip_announcements_sent) - sent;
@@ -1472,25 +1480,27 @@ fn announcement_rounds_go_to_fewer_peers_once_the_links_have_settled() {
         "{all} announcements to 4 peers, {settled} to 1"
     );
 
-    // A link closes: both its ends announce to `announce_peers` again.
+    // A link closes: both its ends announce to `announce_peers` again, for `history`. The
+    // rounds are measured once three broadcasts have pruned the links the close grafted
+    // (and the announcements after those prunes are out), while no link changes.
     let k = 5;
     let peer = net.linked(k)[0];
     net.reset_links(k, peer);
-    let before = net.nodes[k]
-        .node
-        .stats(net.now)
-        .counters
-        .gossip_announcements_sent;
-    broadcasts(&mut net, 5, Duration::from_secs(1));
-    let after = net.nodes[k]
-        .node
-        .stats(net.now)
-        .counters
-        .gossip_announcements_sent;
+    broadcasts(&mut net, 3, Duration::from_secs(1));
+    let sent_by_k = |net: &Net| {
+        net.nodes[k]
+            .node
+            .stats(net.now)
+            .counters
+            .gossip_announcements_sent
+    };
+    let (before, changed) = (sent_by_k(&net), changes(&net));
+    broadcasts(&mut net, 4, Duration::from_secs(1));
+    assert_eq!(changes(&net), changed, "a link changed while measuring");
+    let rounds = sent_by_k(&net) - before;
     assert!(
-        after - before > 5,
-        "node {k} sent {} announcements in 5 rounds after a link closed",
-        after - before
+        rounds > 4,
+        "node {k} sent {rounds} announcements in 4 rounds within `history` of a link closing"
     );
 }
 

@@ -278,6 +278,7 @@ impl Net {
             .filter(|((a, _), _)| *a == i)
             .map(|(_, (b, _))| *b)
             .collect();
+        v.sort_unstable();
         v.dedup();
         v
     }
