@@ -337,11 +337,11 @@ pub struct GossipConfig {
     pub announce_peers: usize,
     /// Tree mode: lazy peers each announcement round goes to once none of the node's links
     /// has changed for `history`. The tree around the node is then settled and its
-    /// announcements are insurance against a break nobody noticed (a peer gone silent),
-    /// which each node still hears about from some neighbour about `settled_announce_peers`
-    /// times per `announce_interval`. In a settled network the rounds are most of the
-    /// messages sent (two thirds of them at 2), and 1 instead of 2 halves them.
-    /// At least 1, at most `announce_peers`. Default 1.
+    /// announcements are insurance against a break nobody noticed (a peer gone silent):
+    /// each node still hears an announcement from some neighbour about
+    /// `settled_announce_peers` times per `announce_interval`. In a settled network the
+    /// rounds are most of the messages sent (two thirds of them at 2), and 1 instead of 2
+    /// halves them. At least 1, at most `announce_peers`. Default 1.
     pub settled_announce_peers: usize,
     /// Tree mode: how long a message stays announced and is kept to answer `IWant`. A
     /// node cut off from the tree without noticing (a silent peer) gets back what it missed
